@@ -1,0 +1,53 @@
+"""Exceptions raised by tfc_inference.
+
+Every failure a user can cause (bad image, bad bitstream, missing or mismatched model) raises a subclass of
+:class:`TFCInferenceError`, so callers can catch one type and the CLI can print one line and exit non-zero.
+"""
+
+
+class TFCInferenceError(Exception):
+    """Base class of every error tfc_inference raises on bad input."""
+
+
+class ImageError(TFCInferenceError):
+    """The input is not an image we can code (unreadable file, wrong dtype, shape or mode)."""
+
+
+class UnsupportedImageModeError(ImageError):
+    """The image mode (e.g. RGBA with transparency, 16-bit) cannot be coded without losing information."""
+
+
+class BitstreamError(TFCInferenceError):
+    """A compressed file cannot be decoded."""
+
+
+class NotATFCIFileError(BitstreamError):
+    """The bytes do not start with the tfc_inference magic number."""
+
+
+class UnsupportedVersionError(BitstreamError):
+    """The container format version is not one this release can read."""
+
+
+class TruncatedBitstreamError(BitstreamError):
+    """The file ends before the container says it should."""
+
+
+class CorruptBitstreamError(BitstreamError):
+    """The file's checksum or structure is inconsistent: it was damaged after writing."""
+
+
+class ModelError(TFCInferenceError):
+    """A model could not be found or loaded."""
+
+
+class ModelNotFoundError(ModelError):
+    """No checkpoint with the given name or path exists."""
+
+
+class ModelMismatchError(ModelError, BitstreamError):
+    """The file was written by a different model (name or weights fingerprint) than the one given."""
+
+
+class TrainingError(TFCInferenceError):
+    """Training cannot start (no images, bad options, incompatible checkpoint)."""

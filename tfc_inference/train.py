@@ -1,0 +1,212 @@
+"""Training a codec on a folder of photos, resumable across killed runs.
+
+A run lives in a work folder (git-ignored, e.g. ``runs/<name>/``) holding TF checkpoints of model, optimizer and
+step (``ckpt/``), TensorBoard logs (``logs/``) and ``run.json`` (the options).  Checkpoints are written every
+``save_every`` seconds and at the end; ``--resume`` restores the newest one and continues at its step with the
+same data order (batches depend only on (seed, step)).  When the run ends, the weights alone are exported to
+``<output>/<name>/`` as a zoo checkpoint.
+
+Objective: minimize E[bpp + lambda * MSE] (MSE on 0..255) with Adam; the learning rate drops by 10x for the last
+``lr_drop_fraction`` of the steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from tfc_inference.errors import TrainingError
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    name: str
+    data: Sequence[str]
+    steps: int = 100_000
+    lmbda: float = 0.01
+    kind: str = "hyperprior"
+    num_filters: int = 128
+    latent_channels: int = 192
+    hyper_filters: int = 128
+    hyper_latent_channels: int = 128
+    batch_size: int = 8
+    crop: int = 256
+    learning_rate: float = 1e-4
+    lr_drop_fraction: float = 0.1
+    seed: int = 0
+    work_dir: str = "runs"
+    output: str = "checkpoints"
+    save_every: float = 300.0
+    log_every: int = 100
+    resume: bool = False
+    init_from: Optional[str] = None
+    eval_dir: Optional[str] = None
+    eval_images: int = 6
+    progress: bool = True
+
+
+def transfer_weights(source, target) -> List[str]:
+    """Copies ``source``'s weights into ``target`` wherever the two line up; returns notes on partial copies.
+
+    Used by ``--init-from``: fine-tuning to another lambda (same architecture: everything copied) or starting
+    a bits-back model from a base one, whose hyper-analysis output is doubled (the mean half is copied, the
+    log-variance half starts at a small variance) and whose p(z) drops the uniform convolution (its deep
+    factorized parameters are copied).
+    """
+    import tensorflow as tf
+    notes = []
+    pairs = [(source.analysis_transform, target.analysis_transform),
+             (source.synthesis_transform, target.synthesis_transform),
+             (source.hyper_analysis_transform, target.hyper_analysis_transform),
+             (source.hyper_synthesis_transform, target.hyper_synthesis_transform),
+             (source.hyperprior, target.hyperprior)]
+    for src_mod, dst_mod in pairs:
+        src_vars = list(src_mod.trainable_variables)
+        dst_vars = list(dst_mod.trainable_variables)
+        if len(src_vars) != len(dst_vars):
+            raise TrainingError(f"cannot initialize {dst_mod.name}: {len(src_vars)} vs {len(dst_vars)} variables")
+        for s, d in zip(src_vars, dst_vars):
+            if s.shape == d.shape:
+                d.assign(s)
+            elif s.shape[:-1] == d.shape[:-1] and d.shape[-1] == 2 * s.shape[-1]:
+                # doubled output (mean, log variance): copy the mean half, start q with variance e^-4
+                n = s.shape[-1]
+                is_bias = len(d.shape) == 1
+                rest = tf.fill([n], -4.0) if is_bias else tf.zeros(d.shape[:-1] + [n])
+                d.assign(tf.concat([s, rest], axis=-1))
+                notes.append(f"{d.name}: copied mean half of {list(s.shape)} into {list(d.shape)}")
+            else:
+                raise TrainingError(f"cannot initialize {d.name} {list(d.shape)} from {s.name} {list(s.shape)}")
+    return notes
+
+
+def evaluate_amortized(model, paths: Sequence[str]) -> Dict[str, float]:
+    """Real amortized coding of ``paths``: mean file bpp, estimated bpp, PSNR (the paper's per-image mean)."""
+    from tfc_inference import codec
+    from tfc_inference.data import read_image
+    rows = []
+    for p in paths:
+        x = read_image(p)
+        result = codec.compress(model, x, method="amortized")
+        rows.append((result.bpp, result.estimated_bpp, result.psnr))
+    rows = np.array(rows)
+    return {"images": [os.path.basename(p) for p in paths], "bpp": float(rows[:, 0].mean()),
+            "estimated_bpp": float(rows[:, 1].mean()), "psnr": float(rows[:, 2].mean())}
+
+
+def train(opts: TrainOptions) -> Path:
+    """Runs (or resumes) training and exports the final weights; returns the exported checkpoint folder."""
+    import tensorflow as tf
+    from tqdm import tqdm
+    from tfc_inference import zoo
+    from tfc_inference.data import CropSampler, list_images
+    from tfc_inference.models import ModelConfig, build_model
+
+    work = Path(opts.work_dir) / opts.name
+    ckpt_dir = work / "ckpt"
+    has_ckpt = tf.train.latest_checkpoint(str(ckpt_dir)) is not None
+    if has_ckpt and not opts.resume:
+        raise TrainingError(f"{work} already holds a run; pass --resume to continue it or choose another --name")
+    if opts.resume and not has_ckpt:
+        print(f"no checkpoint in {ckpt_dir}: starting a new run")
+    work.mkdir(parents=True, exist_ok=True)
+
+    config = ModelConfig(kind=opts.kind, num_filters=opts.num_filters, latent_channels=opts.latent_channels,
+                         hyper_filters=opts.hyper_filters, hyper_latent_channels=opts.hyper_latent_channels,
+                         lmbda=opts.lmbda)
+    paths = list_images(opts.data)
+    sampler = CropSampler(paths, opts.crop, opts.batch_size, seed=opts.seed, progress=opts.progress)
+    tf.random.set_seed(opts.seed)
+    model = build_model(config)
+    drop_at = int(opts.steps * (1.0 - opts.lr_drop_fraction))
+    schedule = tf.keras.optimizers.schedules.PiecewiseConstantDecay(
+        [drop_at], [opts.learning_rate, opts.learning_rate * 0.1])
+    optimizer = tf.keras.optimizers.Adam(schedule)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    cpu_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="cpu_seconds")
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, cpu_seconds=cpu_seconds)
+    manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=2)
+
+    init_notes: List[str] = []
+    if has_ckpt and opts.resume:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        print(f"resumed {work} at step {int(step.numpy())}")
+    elif opts.init_from:
+        source = zoo.load_model(opts.init_from, prepare_coders=False)
+        init_notes = transfer_weights(source, model)
+        print(f"initialized from {opts.init_from}" + "".join(f"\n  {n}" for n in init_notes))
+    run_info = dataclasses.asdict(opts)
+    run_info.update(num_training_images=len(sampler.images), init_notes=init_notes)
+    with open(work / "run.json", "w") as f:
+        json.dump(run_info, f, indent=2, default=str)
+
+    variables = model.trainable_variables
+
+    @tf.function(input_signature=[tf.TensorSpec([opts.batch_size, opts.crop, opts.crop, 3], tf.uint8)])
+    def train_step(batch):
+        x = tf.cast(batch, tf.float32)
+        with tf.GradientTape() as tape:
+            terms = model(x, training=True)
+        grads = tape.gradient(terms["loss"], variables)
+        optimizer.apply_gradients(zip(grads, variables))
+        return terms
+
+    writer = tf.summary.create_file_writer(str(work / "logs"))
+    start = int(step.numpy())
+    last_save = time.time()
+    t_cpu0 = time.process_time()
+    cpu_base = float(cpu_seconds.numpy())
+    running: Dict[str, float] = {}
+    bar = tqdm(total=opts.steps, initial=start, desc=opts.name, unit="step", disable=not opts.progress,
+               dynamic_ncols=True, smoothing=0.05)
+
+    def save():
+        cpu_seconds.assign(cpu_base + time.process_time() - t_cpu0)
+        manager.save(checkpoint_number=int(step.numpy()))
+
+    try:
+        for batch in sampler.dataset(start, opts.steps):
+            terms = train_step(batch)
+            step.assign_add(1)
+            s = int(step.numpy())
+            for k, v in terms.items():
+                running[k] = running.get(k, float(v)) * 0.98 + 0.02 * float(v)
+            bar.update(1)
+            if s % opts.log_every == 0 or s == opts.steps:
+                bar.set_postfix(loss=f"{running['loss']:.3f}", bpp=f"{running['bpp']:.3f}",
+                                psnr=f"{running['psnr']:.2f}")
+                with writer.as_default(step=s):
+                    for k, v in terms.items():
+                        tf.summary.scalar(k, v)
+                    tf.summary.scalar("learning_rate", schedule(s))
+                if not opts.progress:
+                    print(f"step {s} loss {running['loss']:.4f} bpp {running['bpp']:.4f} psnr {running['psnr']:.2f}",
+                          flush=True)
+            if time.time() - last_save > opts.save_every:
+                save()
+                last_save = time.time()
+    finally:
+        bar.close()
+        if int(step.numpy()) > start:
+            save()
+
+    evaluation = {}
+    if opts.eval_dir:
+        eval_paths = list_images([opts.eval_dir])[:opts.eval_images]
+        model.prepare_coders()
+        evaluation = evaluate_amortized(model, eval_paths)
+        evaluation["dataset"] = str(opts.eval_dir)
+        print(f"amortized on {len(eval_paths)} images of {opts.eval_dir}: "
+              f"{evaluation['bpp']:.4f} bpp, {evaluation['psnr']:.2f} dB")
+    training = {k: run_info[k] for k in ("steps", "lmbda", "batch_size", "crop", "learning_rate",
+                                         "lr_drop_fraction", "seed", "init_from", "num_training_images")}
+    training["data"] = [str(d) for d in opts.data]
+    training["cpu_hours"] = round(float(cpu_seconds.numpy()) / 3600.0, 3)
+    out = zoo.save_checkpoint(model, Path(opts.output) / opts.name, training=training, evaluation=evaluation)
+    print(f"exported {out}")
+    return out

@@ -1,0 +1,130 @@
+"""The model zoo: a name maps to a folder ``<name>/`` holding ``config.json`` and the weights.
+
+``config.json`` has the architecture (``config``), how the model was trained (``training``), its measured
+amortized R-D on Kodak (``evaluation``) and the weights fingerprint written into every file it codes.
+
+Folders are searched in this order: an explicit path, ``$TFC_INFERENCE_CHECKPOINTS`` (``os.pathsep``-separated),
+the repository's ``checkpoints/`` (beside the package in a source / editable install) and ``./checkpoints``.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from tfc_inference.errors import ModelError, ModelNotFoundError
+
+WEIGHTS_PREFIX = "weights"
+CONFIG_FILE = "config.json"
+_CACHE: Dict[str, Any] = {}
+
+
+def search_dirs() -> List[Path]:
+    dirs = [Path(p) for p in os.environ.get("TFC_INFERENCE_CHECKPOINTS", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "checkpoints")
+    dirs.append(Path.cwd() / "checkpoints")
+    unique = []
+    for d in dirs:
+        if d not in unique:
+            unique.append(d)
+    return unique
+
+
+def _is_checkpoint(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() and (path / f"{WEIGHTS_PREFIX}.index").is_file()
+
+
+def resolve(name_or_path: Union[str, os.PathLike]) -> Path:
+    """The folder of a checkpoint given by zoo name or path; raises ModelNotFoundError."""
+    p = Path(name_or_path)
+    if _is_checkpoint(p):
+        return p.resolve()
+    for d in search_dirs():
+        if _is_checkpoint(d / str(name_or_path)):
+            return (d / str(name_or_path)).resolve()
+    known = ", ".join(m["name"] for m in list_models()) or "none"
+    raise ModelNotFoundError(f"no checkpoint named {str(name_or_path)!r} (searched {', '.join(map(str, search_dirs()))}; "
+                             f"known models: {known})")
+
+
+def read_info(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+    folder = resolve(path)
+    try:
+        with open(folder / CONFIG_FILE) as f:
+            info = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelError(f"cannot read {folder / CONFIG_FILE}: {e}") from None
+    info.setdefault("name", folder.name)
+    return info
+
+
+def list_models() -> List[Dict[str, Any]]:
+    """Every checkpoint found in the search folders, one dict each (name, path, config, evaluation...)."""
+    found = {}
+    for d in search_dirs():
+        if not d.is_dir():
+            continue
+        for sub in sorted(d.iterdir()):
+            if _is_checkpoint(sub) and sub.name not in found:
+                try:
+                    with open(sub / CONFIG_FILE) as f:
+                        info = json.load(f)
+                except (OSError, json.JSONDecodeError):
+                    continue
+                info["name"] = sub.name
+                info["path"] = str(sub)
+                found[sub.name] = info
+    return list(found.values())
+
+
+def load_model(name_or_path: Union[str, os.PathLike], prepare_coders: bool = True):
+    """Loads a trained model by zoo name or checkpoint folder; cached, so repeated loads are free.
+
+    The returned model has ``zoo_name`` (the folder name, written into compressed files) and ``info``.
+    """
+    import tensorflow as tf  # noqa: F401  (import late: listing models should not need TF)
+    from tfc_inference.models import ModelConfig, build_model
+    folder = resolve(name_or_path)
+    key = str(folder)
+    if key in _CACHE:
+        return _CACHE[key]
+    info = read_info(folder)
+    try:
+        config = ModelConfig.from_dict(info["config"])
+        model = build_model(config)
+        model.load_weights(str(folder / WEIGHTS_PREFIX)).assert_existing_objects_matched()
+    except (KeyError, ValueError, TypeError, AssertionError) as e:
+        raise ModelError(f"checkpoint {folder} is incompatible or damaged: {e}") from None
+    except tf.errors.OpError as e:
+        raise ModelError(f"cannot read weights in {folder}: {e.message}") from None
+    model.zoo_name = folder.name
+    model.info = info
+    if prepare_coders:
+        model.prepare_coders()
+    _CACHE[key] = model
+    return model
+
+
+def save_checkpoint(model, folder: Union[str, os.PathLike], training: Optional[Dict[str, Any]] = None,
+                    evaluation: Optional[Dict[str, Any]] = None) -> Path:
+    """Writes weights only (no optimizer state) and ``config.json`` to ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_weights(str(folder / WEIGHTS_PREFIX))
+    # The TF "checkpoint" bookkeeping file is not needed to load by prefix; keep the folder minimal.
+    (folder / "checkpoint").unlink(missing_ok=True)
+    info = {
+        "name": folder.name,
+        "class": type(model).__name__,
+        "config": model.config.to_dict(),
+        "fingerprint": model.fingerprint().hex(),
+        "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "training": training or {},
+        "evaluation": evaluation or {},
+    }
+    with open(folder / CONFIG_FILE, "w") as f:
+        json.dump(info, f, indent=2)
+    _CACHE.pop(str(folder.resolve()), None)
+    return folder
