@@ -1,0 +1,122 @@
+"""Discretizers: how a continuous latent u becomes a (relaxed) point of the grid ``offset + Z`` during inference.
+
+Every iterative inference method optimizes the same rate-distortion objective; they differ only in the map from
+the continuous variable u to the value fed to the decoder and the entropy model.  With v = u - offset,
+f = floor(v) and r = v - f in [0, 1):
+
+* ``SGA`` [M1] (Stochastic Gumbel Annealing): round down or up with tempered probabilities
+
+      logits = [-atanh(r), -atanh(1 - r)] / tau,
+
+  (atanh arguments clipped to 1 - 1e-5), and sample the choice with the Gumbel-softmax relaxation at the same
+  temperature: w = softmax((logits + g) / tau), g ~ Gumbel(0, 1)^2; the value is offset + f + w_up.
+  As tau -> 0 the sample becomes hard: offset + round(v) with probability -> 1 (the nearer neighbour wins).
+* ``DeterministicAnnealing`` [A4]: the expectation of the same tempered rounding: offset + f + P(up).
+* ``MAP`` [A1]: u itself (continuous); rounded only at the end.
+* ``STE`` [A2]: offset + round(v), gradient passed straight through.
+* ``UniformNoise`` [A3]: u + n, n ~ U(-1/2, 1/2), as in training.
+
+Randomness uses stateless ops keyed by (seed, step), so a run is exactly repeatable.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+ATANH_CLIP = 1.0 - 1e-5
+
+
+def sga_logits(r: tf.Tensor, tau) -> tf.Tensor:
+    """Logits [down, up] (last axis) of SGA's tempered rounding for fractional parts r in [0, 1)."""
+    down = -tf.math.atanh(tf.clip_by_value(r, -ATANH_CLIP, ATANH_CLIP)) / tau
+    up = -tf.math.atanh(tf.clip_by_value(1.0 - r, -ATANH_CLIP, ATANH_CLIP)) / tau
+    return tf.stack([down, up], axis=-1)
+
+
+def sga_round_up_probability(r: tf.Tensor, tau) -> tf.Tensor:
+    """P(round up) = softmax(logits)[up] of SGA's tempered rounding."""
+    return tf.nn.softmax(sga_logits(r, tau), axis=-1)[..., 1]
+
+
+def _gumbel(shape, seed) -> tf.Tensor:
+    u = tf.random.stateless_uniform(shape, seed, minval=1e-20, maxval=1.0)
+    return -tf.math.log(-tf.math.log(u))
+
+
+@dataclasses.dataclass(frozen=True)
+class Discretizer:
+    """Base class.  ``__call__(u, offset, tau, seed)`` returns the relaxed value; ``seed`` is an int32 [2] tensor."""
+
+    name = "base"
+    #: Adam learning rate the paper used with this method.
+    default_learning_rate = 0.005
+    #: Return the best discrete point seen (early stopping) instead of the final one, as the paper did for A1/A2.
+    keep_best = False
+    uses_temperature = False
+
+    def __call__(self, u, offset, tau, seed):
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class SGA(Discretizer):
+    name = "sga"
+    uses_temperature = True
+
+    def __call__(self, u, offset, tau, seed):
+        v = u - offset
+        f = tf.stop_gradient(tf.floor(v))
+        logits = sga_logits(v - f, tau)
+        w = tf.nn.softmax((logits + _gumbel(tf.shape(logits), seed)) / tau, axis=-1)
+        return offset + f + w[..., 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class DeterministicAnnealing(Discretizer):
+    name = "deterministic-annealing"
+    uses_temperature = True
+
+    def __call__(self, u, offset, tau, seed):
+        v = u - offset
+        f = tf.stop_gradient(tf.floor(v))
+        return offset + f + sga_round_up_probability(v - f, tau)
+
+
+@dataclasses.dataclass(frozen=True)
+class MAP(Discretizer):
+    name = "map"
+    keep_best = True
+
+    def __call__(self, u, offset, tau, seed):
+        return u
+
+
+@dataclasses.dataclass(frozen=True)
+class STE(Discretizer):
+    name = "ste"
+    default_learning_rate = 1e-4
+    keep_best = True
+
+    def __call__(self, u, offset, tau, seed):
+        v = u - offset
+        return offset + v + tf.stop_gradient(tf.round(v) - v)
+
+
+@dataclasses.dataclass(frozen=True)
+class UniformNoise(Discretizer):
+    name = "uniform-noise"
+
+    def __call__(self, u, offset, tau, seed):
+        return u + tf.random.stateless_uniform(tf.shape(u), seed, minval=-0.5, maxval=0.5)
+
+
+DISCRETIZERS = {d.name: d for d in (SGA, DeterministicAnnealing, MAP, STE, UniformNoise)}
+
+
+def get(name: str) -> Discretizer:
+    key = name.replace("_", "-").lower()
+    try:
+        return DISCRETIZERS[key]()
+    except KeyError:
+        raise ValueError(f"unknown discretization method {name!r}; expected one of {sorted(DISCRETIZERS)}") from None
