@@ -200,9 +200,9 @@ _OPTIMIZERS: Dict[Tuple, LatentOptimizer] = {}
 
 
 def get_optimizer(model, method: str, schedule=None, learning_rate: Optional[float] = None,
-                  seed: int = 0) -> LatentOptimizer:
+                  seed: int = 0, iterations: int = DEFAULT_ITERATIONS) -> LatentOptimizer:
     """A cached :class:`LatentOptimizer` (its compiled loop is reused for every image of the same size)."""
-    sched = schedules.get(schedule)
+    sched = schedules.get(schedule, iterations)
     key = (id(model), method, sched, learning_rate, seed)
     if key not in _OPTIMIZERS:
         _OPTIMIZERS[key] = LatentOptimizer(model, method, sched, learning_rate, seed)
@@ -216,7 +216,7 @@ def infer(model, x_padded: tf.Tensor, method: str = "sga", valid_shape: Optional
     """Iterative inference for the codec: one padded image or a batch [B, H, W, 3] of the same size."""
     if valid_shape is None:
         valid_shape = tuple(x_padded.shape[1:3])
-    opt = get_optimizer(model, method, schedule, learning_rate, seed)
+    opt = get_optimizer(model, method, schedule, learning_rate, seed, int(iterations))
     return opt.run(x_padded, valid_shape, iterations=int(iterations), eval_every=eval_every, keep_best=keep_best,
                    progress=progress)
 

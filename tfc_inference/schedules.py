@@ -7,7 +7,9 @@ All schedules here are exponential decays capped above by ``tau0`` and below by 
 * ``paper``:     tau(t) = min(0.5, exp(-c t)), c = 0.001 (the paper's Section 3.2 formula).  This is the form above
   with tau0 = 0.5 and t0 = ln(2) / c (about 693 steps for c = 0.001).
 * ``improved``:  tau0 = 0.5 held flat for t0 = 700 steps, then decaying with c = 0.001; what the official code
-  actually ran (supplement, Figure S3): ~0.14 at step 2000.
+  actually ran (supplement, Figure S3): ~0.14 at step 2000.  For another budget of T steps, ``get("improved",
+  T)`` stretches it in time (t0 = 0.35 T, c = 2 / T): flat for the first 35%, ~0.14 at the end, so a short run
+  still ends nearly discrete.  At T = 2000 it is exactly the official schedule.
 
 A schedule is a small immutable object, callable on a step (Python int or int tensor) inside ``tf.function``.
 """
@@ -59,10 +61,22 @@ def constant(tau: float) -> ExponentialSchedule:
 SCHEDULES = {"paper": paper, "improved": improved}
 
 
-def get(schedule: Union[str, ExponentialSchedule, None]) -> ExponentialSchedule:
-    """A schedule by name (``paper``, ``improved``) or passed through; ``None`` means ``improved``."""
-    if schedule is None:
+def improved_for(iterations: int) -> ExponentialSchedule:
+    """The improved schedule stretched to a budget of ``iterations`` steps (identical at 2000)."""
+    if iterations == 2000 or iterations <= 0:
         return improved()
+    scale = iterations / 2000.0
+    return improved(rate=1e-3 / scale, t0=700.0 * scale)
+
+
+def get(schedule: Union[str, ExponentialSchedule, None], iterations: int = 2000) -> ExponentialSchedule:
+    """A schedule by name (``paper``, ``improved``) or passed through; ``None`` means ``improved``.
+
+    ``improved`` is stretched to the budget of ``iterations`` steps (see the module docstring); ``paper`` is
+    always the paper's formula.
+    """
+    if schedule is None or schedule == "improved":
+        return improved_for(iterations)
     if isinstance(schedule, ExponentialSchedule):
         return schedule
     try:

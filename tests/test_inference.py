@@ -1,0 +1,97 @@
+"""Tests of iterative inference: the objective, the optimizer loop, methods, batching and codec integration."""
+import numpy as np
+import tensorflow as tf
+
+from tfc_inference import codec, inference, schedules
+from tfc_inference.data import read_image
+from tfc_inference.models import ModelConfig, build_model
+import tfc_inference
+
+TINY = ModelConfig(num_filters=8, latent_channels=8, hyper_filters=8, hyper_latent_channels=8, lmbda=0.01)
+
+
+def _crop(h=64, w=128, top=100, left=200):
+    return read_image(tfc_inference.DEMO_IMAGE)[top:top + h, left:left + w]
+
+
+class InferenceTest(tf.test.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        tf.random.set_seed(1)
+        cls.model = build_model(TINY)
+        cls.model.zoo_name = "tiny-inference-test"
+        cls.model.prepare_coders()
+
+    def test_relaxed_objective_tends_to_hard_rounding(self):
+        x = tf.constant(codec.pad_to_multiple(_crop())[None], tf.float32)
+        opt = inference.LatentOptimizer(self.model, "sga", schedule=schedules.constant(1e-6))
+        u_y, u_z = self.model.encode_latents(x)
+        valid = tf.constant([64, 128])
+        loss, bits, mse = opt.relaxed_terms(x, u_y, u_z, 0, valid)
+        # independent computation with hard rounding on the same grids (continuous scale index, no clipping)
+        z_hat = tf.round(u_z)
+        mu, index = self.model.y_prior_params(z_hat)
+        y_hat = tf.round(u_y - mu) + mu
+        bits_hard = self.model.bits_y(y_hat, mu, index) + self.model.bits_z(z_hat)
+        x_hat = self.model.synthesize(y_hat)
+        mse_hard = tf.reduce_mean(tf.square(x[:, :64, :128] - x_hat[:, :64, :128]))
+        self.assertAllClose(bits, bits_hard, rtol=1e-4)
+        self.assertAllClose(mse, [mse_hard], rtol=1e-4)
+        self.assertAllClose(loss, bits_hard / (64 * 128) + TINY.lmbda * mse_hard, rtol=1e-4)
+
+    def test_sga_improves_true_loss_and_decodes_bit_exactly(self):
+        x = _crop()
+        amortized = codec.compress(self.model, x)
+        result = codec.compress(self.model, x, method="sga", iterations=150, eval_every=50, progress=False)
+        trace = result.extra["trace"]
+        self.assertEqual([t["step"] for t in trace], [0, 50, 100, 150])
+        self.assertNear(trace[0]["loss"][0], amortized.estimated_bpp + TINY.lmbda * amortized.mse, 1e-3)
+        self.assertLess(trace[-1]["loss"][0], trace[0]["loss"][0])
+        self.assertLess(result.estimated_bpp + TINY.lmbda * result.mse,
+                        amortized.estimated_bpp + TINY.lmbda * amortized.mse)
+        decoded = codec.decompress_details(result.data, self.model)
+        self.assertAllEqual(decoded.y_symbols, result.y_symbols)
+        self.assertAllEqual(decoded.z_hat, result.z_hat)
+        self.assertAllEqual(decoded.image, result.reconstruction)
+        self.assertEqual(decoded.header.method, "sga")
+        # trace's last true loss is the loss of what was coded
+        self.assertNear(trace[-1]["loss"][0], result.estimated_bpp + TINY.lmbda * result.mse, 1e-3)
+
+    def test_every_method_runs_and_round_trips(self):
+        x = _crop(32, 48)
+        for method in ("sga", "map", "ste", "uniform-noise", "deterministic-annealing"):
+            with self.subTest(method=method):
+                result = codec.compress(self.model, x, method=method, iterations=20, eval_every=5)
+                losses = [t["loss"][0] for t in result.extra["trace"]]
+                self.assertTrue(np.all(np.isfinite(losses)))
+                if result.extra["keep_best"]:
+                    self.assertNear(result.estimated_bpp + TINY.lmbda * result.mse, min(losses), 1e-3)
+                self.assertAllEqual(codec.decompress(result.data, self.model), result.reconstruction)
+
+    def test_seeded_runs_are_repeatable(self):
+        x = _crop(32, 48)
+        a = codec.compress(self.model, x, method="sga", iterations=30, seed=3)
+        b = codec.compress(self.model, x, method="sga", iterations=30, seed=3)
+        self.assertEqual(a.data, b.data)
+
+    def test_batch_equals_single_runs(self):
+        images = [_crop(64, 64, 0, 0), _crop(64, 64, 200, 300)]
+        batch = tf.constant(np.stack(images), tf.float32)
+        opt = inference.get_optimizer(self.model, "sga", seed=0)
+        together = opt.run(batch, (64, 64), iterations=40, eval_every=20)
+        for i, img in enumerate(images):
+            alone = opt.run(tf.constant(img[None], tf.float32), (64, 64), iterations=40, eval_every=20)
+            # Adam is elementwise and the loss a sum over images, so only float summation order can differ
+            self.assertAllClose(together.info["trace"][-1]["loss"][i], alone.info["trace"][-1]["loss"][0],
+                                rtol=1e-3)
+            same = np.mean(together.y_hat[i].numpy() == alone.y_hat[0].numpy())
+            self.assertGreater(same, 0.999)
+
+    def test_bad_options(self):
+        with self.assertRaises(ValueError):
+            codec.compress(self.model, _crop(8, 8), method="annealing")
+        with self.assertRaises(ValueError):
+            codec.compress(self.model, _crop(8, 8), method="sga", iterations=-1)
+        with self.assertRaises(TypeError):
+            codec.compress(self.model, _crop(8, 8), method="amortized", iterations=5)
