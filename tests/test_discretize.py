@@ -39,7 +39,7 @@ class SGASampleTest(tf.test.TestCase):
     def test_sample_frequency_matches_probability(self):
         n = 200_000
         r = 0.3
-        u = tf.fill([n], 4.0 + r)
+        u = tf.fill([1, n], 4.0 + r)  # axis 0 is the image batch
         tau = 0.4
         out = discretize.SGA()(u, 0.0, tau, tf.constant([3, 7])).numpy()
         self.assertTrue(np.all((out >= 4.0) & (out <= 5.0)))
@@ -55,6 +55,13 @@ class SGASampleTest(tf.test.TestCase):
         self.assertAllClose(k, np.round(k), atol=1e-3)
         # and nearly always the nearest grid point
         self.assertGreater(np.mean(np.round(k) == np.round(u.numpy() - offset.numpy())), 0.99)
+
+    def test_same_draw_for_every_image_of_a_batch(self):
+        u = tf.random.stateless_uniform([1, 50], [4, 4], -3, 3)
+        batch = tf.concat([u, u, u], axis=0)
+        out = discretize.SGA()(batch, 0.0, 0.5, tf.constant([1, 2]))
+        self.assertAllEqual(out[0], out[2])
+        self.assertAllEqual(out[:1], discretize.SGA()(u, 0.0, 0.5, tf.constant([1, 2])))
 
     def test_seeded(self):
         u = tf.random.stateless_uniform([100], [1, 2], -3, 3)
@@ -91,7 +98,7 @@ class OtherDiscretizersTest(tf.test.TestCase):
         self.assertAllClose(tape.gradient(s, u), [1.0, 2.0, 3.0])
 
     def test_uniform_noise_and_map(self):
-        u = tf.zeros([10000])
+        u = tf.zeros([1, 10000])
         out = discretize.UniformNoise()(u, 0.0, None, tf.constant([1, 1])).numpy()
         self.assertTrue(np.all(np.abs(out) <= 0.5))
         self.assertNear(out.std(), np.sqrt(1 / 12), 0.01)

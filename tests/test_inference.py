@@ -14,14 +14,34 @@ def _crop(h=64, w=128, top=100, left=200):
     return read_image(tfc_inference.DEMO_IMAGE)[top:top + h, left:left + w]
 
 
+def _briefly_trained_model(steps=300):
+    """A tiny model trained for a few seconds on crops of the demo image: latents with realistic scale."""
+    tf.random.set_seed(1)
+    model = build_model(TINY)
+    image = read_image(tfc_inference.DEMO_IMAGE)
+    rng = np.random.default_rng(0)
+    optimizer = tf.keras.optimizers.Adam(3e-3)
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = model(x, training=True)["loss"]
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+    for _ in range(steps):
+        tops, lefts = rng.integers(0, 512 - 64, 4), rng.integers(0, 768 - 64, 4)
+        step(tf.constant(np.stack([image[t:t + 64, l:l + 64] for t, l in zip(tops, lefts)]), tf.float32))
+    model.zoo_name = "tiny-inference-test"
+    model.prepare_coders()
+    return model
+
+
 class InferenceTest(tf.test.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        tf.random.set_seed(1)
-        cls.model = build_model(TINY)
-        cls.model.zoo_name = "tiny-inference-test"
-        cls.model.prepare_coders()
+        cls.model = _briefly_trained_model()
 
     def test_relaxed_objective_tends_to_hard_rounding(self):
         x = tf.constant(codec.pad_to_multiple(_crop())[None], tf.float32)

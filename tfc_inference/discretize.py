@@ -16,7 +16,8 @@ f = floor(v) and r = v - f in [0, 1):
 * ``STE`` [A2]: offset + round(v), gradient passed straight through.
 * ``UniformNoise`` [A3]: u + n, n ~ U(-1/2, 1/2), as in training.
 
-Randomness uses stateless ops keyed by (seed, step), so a run is exactly repeatable.
+Randomness uses stateless ops keyed by (seed, step), so a run is exactly repeatable, and every image of a batch
+gets the same draw, so batched and one-by-one optimization agree.
 """
 from __future__ import annotations
 
@@ -39,8 +40,16 @@ def sga_round_up_probability(r: tf.Tensor, tau) -> tf.Tensor:
     return tf.nn.softmax(sga_logits(r, tau), axis=-1)[..., 1]
 
 
+def _per_image_uniform(shape, seed, minval, maxval) -> tf.Tensor:
+    """Uniform noise of ``shape`` [B, ...] where every image of the batch gets the same draw, so a batch is
+    optimized exactly as its images would be one by one."""
+    shape = tf.convert_to_tensor(shape)
+    one = tf.random.stateless_uniform(tf.concat([[1], shape[1:]], 0), seed, minval=minval, maxval=maxval)
+    return tf.broadcast_to(one, shape)
+
+
 def _gumbel(shape, seed) -> tf.Tensor:
-    u = tf.random.stateless_uniform(shape, seed, minval=1e-20, maxval=1.0)
+    u = _per_image_uniform(shape, seed, 1e-20, 1.0)
     return -tf.math.log(-tf.math.log(u))
 
 
@@ -108,7 +117,7 @@ class UniformNoise(Discretizer):
     name = "uniform-noise"
 
     def __call__(self, u, offset, tau, seed):
-        return u + tf.random.stateless_uniform(tf.shape(u), seed, minval=-0.5, maxval=0.5)
+        return u + _per_image_uniform(tf.shape(u), seed, -0.5, 0.5)
 
 
 DISCRETIZERS = {d.name: d for d in (SGA, DeterministicAnnealing, MAP, STE, UniformNoise)}

@@ -10,7 +10,7 @@ rate-distortion objective
 where D is a pluggable :mod:`~tfc_inference.discretize` discretizer (SGA, MAP, STE, uniform noise,
 deterministic annealing) and tau_t an annealing :mod:`~tfc_inference.schedules` schedule.  Distortion counts only
 the real image (not the padding); the rate counts every latent that is coded.  Optimizer: Adam
-(beta1 0.9, beta2 0.999, eps 1e-8), written out so the whole loop is one compiled ``tf.function`` whose state is
+(:mod:`~tfc_inference.optim`), written out so the whole loop is one compiled ``tf.function`` whose state is
 plain tensors (one trace serves every image of a size, and a batch of images is optimized in one call: Adam
 is elementwise and the objective a sum of per-image terms, so a batch gives the same result as separate runs).
 
@@ -30,9 +30,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-from tfc_inference import discretize, schedules
+from tfc_inference import discretize, optim, schedules
 
-ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
 DEFAULT_ITERATIONS = 2000
 DEFAULT_EVAL_EVERY = 50
 
@@ -100,28 +99,20 @@ class LatentOptimizer:
         return bits / num_pixels + model.config.lmbda * mse, bits / num_pixels, mse
 
     def _run_chunk(self, x, state, start, num_steps, valid):
-        """``num_steps`` Adam steps from ``start``; state = (u_y, u_z, m_y, v_y, m_z, v_z).  Returns new state and
-        the last relaxed loss per image."""
-        lr = tf.constant(self.learning_rate, tf.float32)
-        u_y, u_z, m_y, v_y, m_z, v_z = state
+        """``num_steps`` Adam steps from ``start``; state = (u_y, u_z, m_y, m_z, v_y, v_z).  Returns the new state
+        and the last relaxed loss per image."""
+        params, ms, vs = list(state[:2]), list(state[2:4]), list(state[4:])
         last = tf.zeros([tf.shape(x)[0]], tf.float32)
         for i in tf.range(num_steps):
             t = start + i
             with tf.GradientTape() as tape:
-                tape.watch([u_y, u_z])
-                loss, _, _ = self.relaxed_terms(x, u_y, u_z, t, valid)
+                tape.watch(params)
+                loss, _, _ = self.relaxed_terms(x, params[0], params[1], t, valid)
                 total = tf.reduce_sum(loss)
-            g_y, g_z = tape.gradient(total, [u_y, u_z])
-            k = tf.cast(t + 1, tf.float32)
-            corr = lr * tf.sqrt(1.0 - ADAM_BETA2 ** k) / (1.0 - ADAM_BETA1 ** k)
-            m_y = ADAM_BETA1 * m_y + (1.0 - ADAM_BETA1) * g_y
-            v_y = ADAM_BETA2 * v_y + (1.0 - ADAM_BETA2) * tf.square(g_y)
-            u_y = u_y - corr * m_y / (tf.sqrt(v_y) + ADAM_EPSILON)
-            m_z = ADAM_BETA1 * m_z + (1.0 - ADAM_BETA1) * g_z
-            v_z = ADAM_BETA2 * v_z + (1.0 - ADAM_BETA2) * tf.square(g_z)
-            u_z = u_z - corr * m_z / (tf.sqrt(v_z) + ADAM_EPSILON)
+            grads = tape.gradient(total, params)
+            params, ms, vs = optim.adam_step(params, grads, ms, vs, t, self.learning_rate)
             last = loss
-        return (u_y, u_z, m_y, v_y, m_z, v_z), last
+        return tuple(params + ms + vs), last
 
     # ------------------------------------------------------------------------------------------------------------
     def run(self, x: tf.Tensor, valid_shape: Tuple[int, int], iterations: int = DEFAULT_ITERATIONS,
@@ -148,7 +139,8 @@ class LatentOptimizer:
             u_y, u_z = self.model.encode_latents(x)
         else:
             u_y, u_z = (tf.convert_to_tensor(t, tf.float32) for t in init)
-        state = (u_y, u_z, tf.zeros_like(u_y), tf.zeros_like(u_y), tf.zeros_like(u_z), tf.zeros_like(u_z))
+        ms, vs = optim.init_state([u_y, u_z])
+        state = tuple([u_y, u_z] + ms + vs)
         trace: List[Dict[str, Any]] = []
         best_loss = np.full([x.shape[0]], np.inf)
         best_y, best_z = u_y, u_z
