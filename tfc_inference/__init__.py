@@ -13,7 +13,7 @@ Typical use::
 """
 import os as _os
 
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # silence TF start-up noise
 
 from tfc_inference.errors import *  # noqa: E402,F401,F403
 from tfc_inference.codec import (compress, decompress, decompress_details, read_header,  # noqa: E402,F401

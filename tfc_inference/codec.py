@@ -24,6 +24,8 @@ from tfc_inference.errors import (BitstreamError, CorruptBitstreamError, ImageEr
                                   ModelMismatchError, UnsupportedVersionError)
 from tfc_inference.models import Z_STRIDE
 
+BB_METHODS = ("sga+bb", "bb-no-sga", "bb-amortized")
+
 ModelLike = Union[str, Any]
 
 
@@ -91,6 +93,10 @@ class DecompressResult:
     y_symbols: np.ndarray
     z_hat: np.ndarray
     seconds: float
+    #: Bits-back files: the side information recovered from the file (None if it could not be recovered).
+    side_info: Optional[bytes] = None
+    #: Why the side information could not be recovered (the image is intact regardless).
+    side_info_error: Optional[str] = None
 
 
 def _get_model(model: ModelLike):
@@ -129,8 +135,10 @@ def compress(model: ModelLike, image: ImageLike, method: str = "amortized", **me
     Args:
       model: a model object or a zoo name / checkpoint path.
       image: path, encoded image bytes, PIL image or uint8 [H, W, 3] / [H, W] array.
-      method: ``amortized`` or an iterative method of :mod:`tfc_inference.inference` (e.g. ``sga``).
-      **method_options: passed to the inference method (e.g. ``iterations``, ``schedule``).
+      method: ``amortized``, an iterative method of :mod:`tfc_inference.inference` (e.g. ``sga``), or with a
+        bits-back model one of ``sga+bb``, ``bb-no-sga``, ``bb-amortized`` (:mod:`tfc_inference.bits_back`).
+      **method_options: passed to the inference method (e.g. ``iterations``, ``schedule``; for bits-back also
+        ``side_info`` (bytes carried inside the file) and ``bbvi_iterations``).
     """
     import tensorflow as tf
     if method not in container.METHODS:
@@ -143,6 +151,10 @@ def compress(model: ModelLike, image: ImageLike, method: str = "amortized", **me
     t0 = time.perf_counter()
     x_padded = tf.convert_to_tensor(pad_to_multiple(x)[None], tf.float32)
     iterations, extra = 0, {}
+    if method in BB_METHODS:
+        return _compress_bits_back(model, x, x_padded, method, t0, **method_options)
+    if "side_info" in method_options:
+        raise TypeError(f"side information needs a bits-back method ({', '.join(BB_METHODS)}), not {method!r}")
     if method == "amortized":
         if method_options:
             raise TypeError(f"amortized inference takes no options, got {sorted(method_options)}")
@@ -169,6 +181,25 @@ def compress(model: ModelLike, image: ImageLike, method: str = "amortized", **me
                           y_symbols=y_symbols.numpy(), z_hat=z_hat.numpy(), extra=extra)
 
 
+def _compress_bits_back(model, x, x_padded, method, t0, side_info: Optional[bytes] = None,
+                        **options) -> CompressResult:
+    from tfc_inference import bits_back
+    height, width = x.shape[:2]
+    enc = bits_back.encode(model, x_padded, (height, width), method, side_info=side_info, **options)
+    header = container.Header(method, model_name(model), model.fingerprint(), height, width)
+    data = container.pack(header, enc.streams)
+    x_hat = reconstruct(model, enc.y_hat, height, width)
+    mse = float(np.mean((x_hat.astype(np.float64) - x.astype(np.float64)) ** 2))
+    info = dict(enc.info)
+    info["net_bits"] = 8 * len(data) - info["side_info_bits"]
+    return CompressResult(data=data, method=method, model_name=header.model_name, height=height, width=width,
+                          reconstruction=x_hat, estimated_bits=info["estimated_net_bits"],
+                          payload_bits=8 * len(enc.streams[1]), mse=mse,
+                          psnr=float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10))), lmbda=model.config.lmbda,
+                          seconds=time.perf_counter() - t0, iterations=info["iterations"],
+                          y_symbols=enc.y_hat.numpy().astype(np.int32), z_hat=enc.z_hat.numpy(), extra=info)
+
+
 def read_header(data: bytes) -> container.Header:
     """Parses and verifies a file's container without decoding it."""
     header, _ = container.unpack(data)
@@ -189,8 +220,16 @@ def decompress_details(data: bytes, model: Optional[ModelLike] = None) -> Decomp
     if model.fingerprint() != header.fingerprint:
         raise ModelMismatchError(f"file was written by different weights of {header.model_name!r} "
                                  f"(fingerprint {header.fingerprint.hex()}, model has {model.fingerprint().hex()})")
-    if header.method in ("sga+bb", "bb-no-sga", "bb-amortized"):
-        raise UnsupportedVersionError(f"bits-back files ({header.method}) are not supported by this release")
+    if header.method in BB_METHODS:
+        from tfc_inference import bits_back
+        if not hasattr(model, "q_params"):
+            raise ModelMismatchError(f"{header.method} files need a bits-back model")
+        y_shape = [-(-header.height // Z_STRIDE) * 4, -(-header.width // Z_STRIDE) * 4]
+        dec = bits_back.decode(model, streams, y_shape)
+        image = reconstruct(model, dec.y_hat, header.height, header.width)
+        return DecompressResult(image=image, header=header, y_symbols=dec.y_hat.numpy().astype(np.int32),
+                                z_hat=dec.z_hat.numpy(), seconds=time.perf_counter() - t0,
+                                side_info=dec.side_info, side_info_error=dec.side_info_error)
     if len(streams) != 2:
         raise CorruptBitstreamError(f"expected 2 streams, found {len(streams)}")
     z_shape = [-(-header.height // Z_STRIDE), -(-header.width // Z_STRIDE)]

@@ -70,7 +70,7 @@ def to_rgb_array(image: ImageLike, what: str = "image") -> np.ndarray:
                 img = Image.open(src)
                 img.load()
             except FileNotFoundError:
-                raise ImageError(f"{what}: file not found: {image}") from None
+                raise ImageError(f"{what}: file not found") from None
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
                 raise ImageError(f"{what}: not a readable image ({e})") from None
         arr = _from_pil(img, what)

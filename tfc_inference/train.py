@@ -134,7 +134,11 @@ def train(opts: TrainOptions) -> Path:
 
     init_notes: List[str] = []
     if has_ckpt and opts.resume:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        try:
+            ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        except (ValueError, AssertionError, tf.errors.OpError) as e:
+            raise TrainingError(f"checkpoint in {ckpt_dir} does not match the options (architecture "
+                                f"changed?): {str(e).splitlines()[0]}") from None
         print(f"resumed {work} at step {int(step.numpy())}")
     elif opts.init_from:
         source = zoo.load_model(opts.init_from, prepare_coders=False)
@@ -146,6 +150,7 @@ def train(opts: TrainOptions) -> Path:
         json.dump(run_info, f, indent=2, default=str)
 
     variables = model.trainable_variables
+    optimizer.build(variables)  # create Adam's slots now, so train_step is traced once
 
     @tf.function(input_signature=[tf.TensorSpec([opts.batch_size, opts.crop, opts.crop, 3], tf.uint8)])
     def train_step(batch):

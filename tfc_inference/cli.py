@@ -1,0 +1,469 @@
+"""Command-line interface: ``tfc-inference`` (or ``python -m tfc_inference``).
+
+Subcommands::
+
+    tfc-inference compress IMAGE [-o OUT.tfci] [--model NAME] [--method METHOD] [--iterations N] [--seed S]
+    tfc-inference decompress FILE.tfci [-o OUT.png] [--model NAME]
+    tfc-inference models [--json]
+    tfc-inference train --name NAME --data FOLDER [...]
+    tfc-inference export NAME DIR
+    tfc-inference demo [--model NAME] [--image PATH] [--methods amortized,sga] [--iterations N]
+
+Errors the user can cause (missing or unreadable files, bad images or bitstreams, unknown models, bad training
+options) print one line ``tfc-inference: error: ...`` on stderr and exit with status 1; command-line usage errors
+exit with status 2.  Output files are written atomically (a temporary file in the same folder, then renamed), so a
+failed run never leaves a half-written output behind.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import errno
+import importlib
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import List, Optional, Sequence
+
+PROG = "tfc-inference"
+DEFAULT_MODEL = "hyperprior-mse-0.01"
+#: Inference methods a hyperprior file can be written with (the bits-back ones are not selectable here).
+CLI_METHODS = ("amortized", "sga", "map", "ste", "uniform-noise", "deterministic-annealing")
+DEFAULT_DEMO_METHODS = "amortized,sga"
+DEFAULT_DEMO_ITERATIONS = 500
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the uninformative ``None`` of optional values and the defaults of flags."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.nargs == 0:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+class _UserError(Exception):
+    """An error the CLI reports in one line (exit status 1), raised by the CLI itself."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers
+def _one_line(message: str) -> str:
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+def _describe_os_error(e: OSError) -> str:
+    if e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
+def _iterative_inference_available() -> bool:
+    """Whether the iterative methods (``tfc_inference.inference``) are installed."""
+    try:
+        importlib.import_module("tfc_inference.inference")
+    except ImportError:
+        return False
+    return True
+
+
+def _check_method_available(method: str) -> None:
+    if method != "amortized" and not _iterative_inference_available():
+        raise _UserError(f"method {method!r} needs iterative inference (tfc_inference.inference), which this "
+                         f"installation does not have; use --method amortized")
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    except OSError as e:  # folder missing or not writable: name the output, not the temporary file
+        raise type(e)(e.errno, e.strerror, path) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _png_bytes(image) -> bytes:
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _default_output(input_path: str, suffix: str) -> str:
+    root, _ = os.path.splitext(input_path)
+    out = root + suffix
+    if os.path.abspath(out) == os.path.abspath(input_path):
+        out = input_path + suffix  # never overwrite the input by default
+    return out
+
+
+def _check_output_path(path: str) -> None:
+    """Fails early (before any slow work) when ``path`` cannot be written as a file."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(errno.ENOENT, "output folder does not exist", path)
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _load_model(name: str):
+    from tfc_inference import zoo
+    return zoo.load_model(name)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# subcommands
+def cmd_compress(args) -> int:
+    from tfc_inference import codec
+    from tfc_inference.data import read_image
+    _check_method_available(args.method)
+    image = read_image(args.input)
+    output = args.output or _default_output(args.input, ".tfci")
+    _check_output_path(output)
+    model = _load_model(args.model)
+    options = {}
+    if args.method != "amortized":
+        if args.iterations is not None:
+            options["iterations"] = args.iterations
+        if args.seed is not None:
+            options["seed"] = args.seed
+    t0 = time.perf_counter()
+    result = codec.compress(model, image, method=args.method, **options)
+    seconds = time.perf_counter() - t0
+    _write_atomic(output, result.data)
+    if not args.quiet:
+        print(f"{args.input} -> {output}: {len(result.data)} bytes, {result.bpp:.4f} bpp "
+              f"(estimated {result.estimated_bpp:.4f}), PSNR {result.psnr:.2f} dB, {args.method}, {seconds:.2f} s")
+    return 0
+
+
+def cmd_decompress(args) -> int:
+    from tfc_inference import codec
+    data = _read_bytes(args.input)
+    header = codec.read_header(data)
+    output = args.output or _default_output(args.input, ".png")
+    _check_output_path(output)
+    model = _load_model(args.model or header.model_name)
+    t0 = time.perf_counter()
+    result = codec.decompress_details(data, model)
+    seconds = time.perf_counter() - t0
+    _write_atomic(output, _png_bytes(result.image))
+    if not args.quiet:
+        print(f"{args.input} -> {output}: {header.width}x{header.height} pixels from {len(data)} bytes "
+              f"({8 * len(data) / (header.width * header.height):.4f} bpp), model {header.model_name}, "
+              f"{header.method}, {seconds:.2f} s")
+    return 0
+
+
+def _fmt(value, spec: str = "") -> str:
+    if value is None or value == "":
+        return "-"
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def cmd_models(args) -> int:
+    from tfc_inference import zoo
+    models = zoo.list_models()
+    if args.json:
+        print(json.dumps(models, indent=2, default=str))
+        return 0
+    if not models:
+        print("no models found; searched " + ", ".join(str(d) for d in zoo.search_dirs()))
+        return 0
+    header = ["name", "kind", "lambda", "channels (N/M)", "training steps", "bpp", "PSNR dB"]
+    rows = []
+    for m in models:
+        config = m.get("config") or {}
+        training = m.get("training") or {}
+        evaluation = m.get("evaluation") or {}
+        kind = config.get("kind") or m.get("class")
+        channels = (f"{config['num_filters']}/{config['latent_channels']}"
+                    if "num_filters" in config and "latent_channels" in config else "-")
+        rows.append([m["name"], _fmt(kind), _fmt(config.get("lmbda"), "g"), channels, _fmt(training.get("steps")),
+                     _fmt(evaluation.get("bpp"), ".4f"), _fmt(evaluation.get("psnr"), ".2f")])
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for r in [header] + rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def cmd_train(args) -> int:
+    from tfc_inference.train import TrainOptions, train
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions)}
+    train(TrainOptions(**values))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from tfc_inference.export import export_saved_model
+    target = os.path.abspath(args.directory)
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise _UserError(f"{args.directory} exists and is not a directory")
+    if os.path.isdir(target) and os.listdir(target) and not os.path.isfile(os.path.join(target, "saved_model.pb")):
+        raise _UserError(f"{args.directory} is not empty and holds no SavedModel; refusing to overwrite it")
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(errno.ENOENT, "output folder does not exist", parent)
+    model = _load_model(args.model)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=parent)
+    old = moved = None
+    try:
+        export_saved_model(model, tmp)
+        if os.path.isdir(target):  # replace a previous export (or an empty folder)
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.", suffix=".old", dir=parent)
+            moved = os.path.join(old, "previous")
+            os.replace(target, moved)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if moved is not None and os.path.isdir(moved) and not os.path.exists(target):
+            os.replace(moved, target)  # put the previous export back
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    os.chmod(target, 0o777 & ~_umask())
+    print(f"exported {getattr(model, 'zoo_name', args.model)} to {args.directory}")
+    return 0
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _parse_methods(text: str) -> List[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    if not methods:
+        raise argparse.ArgumentTypeError("no method given")
+    for m in methods:
+        if m not in CLI_METHODS:
+            raise argparse.ArgumentTypeError(f"unknown method {m!r} (choose from {', '.join(CLI_METHODS)})")
+    if len(set(methods)) != len(methods):
+        raise argparse.ArgumentTypeError("a method is listed twice")
+    return methods
+
+
+def cmd_demo(args) -> int:
+    import numpy as np
+    import tfc_inference
+    from tfc_inference import codec
+    from tfc_inference.data import read_image
+    methods = list(args.methods)
+    if any(m != "amortized" for m in methods) and not _iterative_inference_available():
+        skipped = [m for m in methods if m != "amortized"]
+        methods = [m for m in methods if m == "amortized"]
+        print(f"note: iterative inference (tfc_inference.inference) is not available in this installation; "
+              f"skipping {', '.join(skipped)}", file=sys.stderr)
+        if not methods:
+            raise _UserError("none of the requested methods is available; use --methods amortized")
+    image_path = args.image or tfc_inference.DEMO_IMAGE
+    image = read_image(image_path)
+    model = _load_model(args.model)
+    height, width = image.shape[:2]
+    print(f"model {getattr(model, 'zoo_name', args.model)} (lambda {model.config.lmbda:g}), image "
+          f"{os.path.basename(image_path)} ({width}x{height})")
+    print()
+    header = ["method", "file bytes", "bpp (file)", "estimated bpp", "PSNR dB", "R-D loss", "encode s",
+              "decode s"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+    mismatches = []
+    for method in methods:
+        options = {} if method == "amortized" else {"iterations": args.iterations, "seed": args.seed}
+        t0 = time.perf_counter()
+        result = codec.compress(model, image, method=method, **options)
+        encode_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        decoded = codec.decompress_details(result.data, model)
+        decode_seconds = time.perf_counter() - t0
+        if not np.array_equal(decoded.image, result.reconstruction):
+            mismatches.append(method)
+        row = [method, str(len(result.data)), f"{result.bpp:.4f}", f"{result.estimated_bpp:.4f}",
+               f"{result.psnr:.2f}", f"{result.rd_loss:.4f}", f"{encode_seconds:.2f}", f"{decode_seconds:.2f}"]
+        print("| " + " | ".join(row) + " |", flush=True)
+    print()
+    if mismatches:
+        raise _UserError(f"decoded image differs from the encoder's reconstruction for: {', '.join(mismatches)}")
+    print(f"decoded every file again: each image equals the encoder's reconstruction ({len(methods)} checked)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# parser
+def build_parser() -> argparse.ArgumentParser:
+    import tfc_inference
+    from tfc_inference.train import TrainOptions
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainOptions)
+                if f.default is not dataclasses.MISSING}
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=_HelpFormatter,
+        description="Neural image compression with improved inference (Yang, Bamler & Mandt 2020): "
+                    "compress and decompress images with a trained hyperprior codec, train and export codecs.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {tfc_inference.__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    parser.subcommands = {}
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        parser.subcommands[name] = sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+        return parser.subcommands[name]
+
+    p = add("compress", "compress an image to a .tfci file")
+    p.add_argument("input", metavar="IN", help="image to compress (PNG, JPEG, ...; 8-bit RGB or grayscale)")
+    p.add_argument("-o", "--output", metavar="OUT", help="output file (default: IN with the suffix .tfci)")
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME", help="zoo model name or checkpoint folder")
+    p.add_argument("--method", default="amortized", choices=CLI_METHODS,
+                   help="how the encoder infers the latents: the encoder networks (amortized) or an iterative "
+                        "method")
+    p.add_argument("--iterations", type=_positive_int, metavar="N",
+                   help="iterations of an iterative method (default: the method's own)")
+    p.add_argument("--seed", type=int, metavar="S", help="random seed of a stochastic iterative method")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.set_defaults(func=cmd_compress)
+
+    p = add("decompress", "decompress a .tfci file to a PNG image")
+    p.add_argument("input", metavar="IN", help=".tfci file to decompress")
+    p.add_argument("-o", "--output", metavar="OUT", help="output PNG (default: IN with the suffix .png)")
+    p.add_argument("--model", metavar="NAME",
+                   help="zoo model name or checkpoint folder (default: the model named in the file)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.set_defaults(func=cmd_decompress)
+
+    p = add("models", "list the models of the zoo")
+    p.add_argument("--json", action="store_true", help="print the models' full information as JSON")
+    p.set_defaults(func=cmd_models)
+
+    p = add("train", "train a codec (resumable) and export it to the zoo")
+    p.add_argument("--name", required=True, help="run and model name (the zoo folder name)")
+    p.add_argument("--data", action="append", required=True, metavar="FOLDER",
+                   help="folder (searched recursively) or file of training images; repeat for several")
+    p.add_argument("--steps", type=_positive_int, default=defaults["steps"], help="total training steps")
+    p.add_argument("--lambda", dest="lmbda", type=float, default=defaults["lmbda"],
+                   help="rate-distortion trade-off: loss = bpp + lambda * MSE (MSE on 0..255)")
+    p.add_argument("--kind", choices=("hyperprior", "bitsback"), default=defaults["kind"],
+                   help="model class: mean-scale hyperprior, or its bits-back variant")
+    p.add_argument("--num-filters", type=_positive_int, default=defaults["num_filters"],
+                   help="channels of the analysis/synthesis transforms (N)")
+    p.add_argument("--latent-channels", type=_positive_int, default=defaults["latent_channels"],
+                   help="channels of the latents y (M)")
+    p.add_argument("--hyper-filters", type=_positive_int, default=defaults["hyper_filters"],
+                   help="channels of the hyper transforms")
+    p.add_argument("--hyper-latent-channels", type=_positive_int, default=defaults["hyper_latent_channels"],
+                   help="channels of the hyper-latents z")
+    p.add_argument("--batch-size", type=_positive_int, default=defaults["batch_size"], help="crops per batch")
+    p.add_argument("--crop", type=_positive_int, default=defaults["crop"], help="side of the random square crops")
+    p.add_argument("--learning-rate", type=float, default=defaults["learning_rate"], help="Adam learning rate")
+    p.add_argument("--lr-drop-fraction", type=float, default=defaults["lr_drop_fraction"],
+                   help="fraction of the steps, at the end, trained with a 10x lower learning rate")
+    p.add_argument("--seed", type=int, default=defaults["seed"], help="seed of the initialization and data order")
+    p.add_argument("--work-dir", default=defaults["work_dir"],
+                   help="folder of the runs (checkpoints, logs and run.json go to WORK_DIR/NAME)")
+    p.add_argument("--output", default=defaults["output"],
+                   help="zoo folder the final weights are exported to (as OUTPUT/NAME)")
+    p.add_argument("--save-every", type=float, default=defaults["save_every"],
+                   help="seconds between training checkpoints")
+    p.add_argument("--log-every", type=_positive_int, default=defaults["log_every"],
+                   help="steps between logged losses")
+    p.add_argument("--resume", action="store_true", help="continue the run's newest checkpoint")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="initialize the weights from this zoo model (fine-tuning, or a bits-back model from a "
+                        "base one)")
+    p.add_argument("--eval-dir", metavar="FOLDER",
+                   help="after training, measure the amortized R-D on images of this folder (e.g. Kodak)")
+    p.add_argument("--eval-images", type=_positive_int, default=defaults["eval_images"],
+                   help="number of images of --eval-dir to evaluate")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="print a log line every --log-every steps instead of a progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = add("export", "export a model as a TensorFlow SavedModel with compress/decompress functions")
+    p.add_argument("model", metavar="NAME", help="zoo model name or checkpoint folder")
+    p.add_argument("directory", metavar="DIR", help="SavedModel folder to write (a previous export is replaced)")
+    p.set_defaults(func=cmd_export)
+
+    p = add("demo", "compress the bundled Kodak image with several methods and compare them")
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME", help="zoo model name or checkpoint folder")
+    p.add_argument("--image", metavar="PATH",
+                   help="image to use instead of the bundled Kodak kodim23")
+    p.add_argument("--methods", type=_parse_methods, default=DEFAULT_DEMO_METHODS,
+                   help="comma-separated inference methods (iterative ones are skipped, with a note, when "
+                        "iterative inference is not installed)")
+    p.add_argument("--iterations", type=_positive_int, default=DEFAULT_DEMO_ITERATIONS,
+                   help="iterations of the iterative methods")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the stochastic iterative methods")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    from tfc_inference.errors import TFCInferenceError
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "compress" and args.method == "amortized" and (
+                args.iterations is not None or args.seed is not None):
+            parser.subcommands["compress"].error("--iterations and --seed apply to iterative methods only")
+    except SystemExit as e:  # usage errors (2), --help and --version (0)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    try:
+        import tensorflow as tf
+        tf.get_logger().setLevel("ERROR")
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        return args.func(args)
+    except (TFCInferenceError, _UserError) as e:
+        message = _one_line(e)
+    except OSError as e:  # FileNotFoundError, IsADirectoryError, PermissionError, ... on the user's paths
+        message = _one_line(_describe_os_error(e))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
