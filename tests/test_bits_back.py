@@ -1,0 +1,101 @@
+"""Tests of lossy bits-back coding: round trips with side information, rate accounting, reproducible BBVI and
+its checksum guard, and malformed bits-back payloads."""
+from unittest import mock
+
+import numpy as np
+import tensorflow as tf
+
+from tfc_inference import bits_back, codec, container
+from tfc_inference.errors import BitstreamError, CorruptBitstreamError, ModelMismatchError
+from tests import helpers
+
+
+class BitsBackTest(helpers.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.model = helpers.tiny_model("bitsback", seed=3, name="tiny-bb-test")
+        helpers.briefly_train(cls.model, steps=150, learning_rate=3e-3)
+        cls.model.prepare_coders()
+        cls.image = helpers.kodak_crop(64, 128)
+        cls.side = np.random.default_rng(7).bytes(2001)  # not a multiple of 4 on purpose
+
+    def test_round_trip_recovers_side_information_for_every_method(self):
+        for method in bits_back.BB_METHODS:
+            with self.subTest(method=method):
+                r = codec.compress(self.model, self.image, method=method, side_info=self.side, iterations=30,
+                                   bbvi_iterations=40)
+                d = codec.decompress_details(r.data, self.model)
+                self.assertEqual(d.header.method, method)
+                self.assertIsNone(d.side_info_error)
+                self.assertEqual(d.side_info, self.side)
+                self.assertAllEqual(d.image, r.reconstruction)
+                self.assertAllEqual(d.y_symbols, r.y_symbols)
+                self.assertAllEqual(d.z_hat, r.z_hat)
+                # z on the 1/4 grid, y on the integers
+                self.assertAllEqual(r.z_hat * 4, np.round(r.z_hat * 4))
+                info = r.extra
+                self.assertEqual(info["net_bits"], 8 * len(r.data) - 8 * len(self.side))
+                self.assertNear(info["estimated_net_bits"], info["bits_y"] + info["bits_z"] - info["bits_back"],
+                                1e-6)
+                self.assertGreater(info["bits_back"], 0)
+                self.assertEqual(info["pad_words"], 0)
+
+    def test_without_side_information_pads_and_still_round_trips(self):
+        r = codec.compress(self.model, self.image, method="bb-amortized")
+        self.assertGreater(r.extra["pad_words"], 0)
+        d = codec.decompress_details(r.data, self.model)
+        self.assertEqual(d.side_info, b"")
+        self.assertAllEqual(d.image, r.reconstruction)
+        # the net rate then counts z fully: the file cannot be smaller than y alone
+        self.assertGreater(r.bits, r.extra["bits_y"])
+
+    def test_reproducible_bbvi_is_deterministic_and_lowers_the_rate(self):
+        inf = bits_back.BitsBackInference(self.model, seed=0)
+        y_hat = tf.round(self.model.analysis_transform(tf.constant(self.image[None], tf.float32)))
+        m1, v1 = inf.reproducible_bbvi(y_hat, 60)
+        m2, v2 = bits_back.BitsBackInference(self.model, seed=0).reproducible_bbvi(y_hat, 60)
+        self.assertEqual(m1.tobytes() + v1.tobytes(), m2.tobytes() + v2.tobytes())
+        m0, v0 = inf.reproducible_bbvi(y_hat, 0)
+        self.assertAllEqual(m0, self.model.q_params(y_hat)[0])
+
+        def expected_rate(mean, log_var):  # average over many fixed noise draws: a low-variance NELBO estimate
+            return np.mean([float(inf._rate_bits(y_hat, tf.constant(mean), tf.constant(log_var), 1000 + s)[0])
+                            for s in range(32)])
+        self.assertLess(expected_rate(m1, v1), expected_rate(m0, v0))
+
+    def test_decoder_with_different_q_keeps_image_and_reports_side_information_loss(self):
+        r = codec.compress(self.model, self.image, method="bb-no-sga", side_info=self.side, bbvi_iterations=20)
+        original = bits_back.BitsBackInference.reproducible_bbvi
+
+        def perturbed(self_, y_hat, iterations):  # what another CPU's floating point might give
+            mean, log_var = original(self_, y_hat, iterations)
+            return np.nextafter(mean, np.inf).astype(np.float32), log_var
+
+        with mock.patch.object(bits_back.BitsBackInference, "reproducible_bbvi", perturbed):
+            d = codec.decompress_details(r.data, self.model)
+        self.assertAllEqual(d.image, r.reconstruction)
+        self.assertIsNone(d.side_info)
+        self.assertIn("side information cannot be recovered", d.side_info_error)
+
+    def test_malformed_bits_back_streams(self):
+        r = codec.compress(self.model, self.image, method="bb-amortized", side_info=b"abc")
+        header, (meta, payload) = container.unpack(r.data)
+        cases = {"short meta": [meta[:3], payload], "odd payload": [meta, payload[:-1]],
+                 "one stream": [meta], "empty payload": [meta, b""]}
+        for name, streams in cases.items():
+            with self.subTest(name):
+                with self.assertRaises(BitstreamError):
+                    codec.decompress(container.pack(header, streams), self.model)
+        with self.assertRaises(CorruptBitstreamError):
+            codec.decompress(container.pack(header, [meta[:-9] + b"\xff" * 9, payload]), self.model)
+
+    def test_needs_a_bits_back_model(self):
+        hyperprior = helpers.tiny_model("hyperprior", seed=0, name="tiny-bb-test")
+        with self.assertRaises(ValueError):
+            codec.compress(hyperprior, self.image, method="sga+bb")
+        r = codec.compress(self.model, self.image, method="bb-amortized")
+        with self.assertRaises((ModelMismatchError, BitstreamError)):
+            codec.decompress(r.data, hyperprior)
+        with self.assertRaises(TypeError):
+            codec.compress(self.model, self.image, method="sga", side_info=b"x", iterations=2)
