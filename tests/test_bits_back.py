@@ -99,3 +99,35 @@ class BitsBackTest(helpers.TestCase):
             codec.decompress(r.data, hyperprior)
         with self.assertRaises(TypeError):
             codec.compress(self.model, self.image, method="sga", side_info=b"x", iterations=2)
+
+
+class BitsBackCLITest(helpers.TestCase):
+
+    def test_side_info_through_the_command_line(self):
+        import contextlib
+        import io
+        import os
+        from tfc_inference import cli, zoo
+        model = helpers.tiny_model("bitsback", seed=4)
+        folder = os.path.join(helpers.fresh_dir("bbcli"), "tiny-bb-cli")
+        zoo.save_checkpoint(model, folder)
+        work = helpers.fresh_dir("bbcli_io")
+        image, side, tfci, png, side_out = (os.path.join(work, n) for n in
+                                            ("in.png", "side.bin", "x.tfci", "out.png", "side.out"))
+        with open(image, "wb") as f:
+            f.write(helpers.encode_image(helpers.kodak_crop(40, 56)))
+        with open(side, "wb") as f:
+            f.write(b"hello bits-back " * 40)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertEqual(cli.main(["compress", image, "-o", tfci, "--model", folder, "--method", "bb-no-sga",
+                                       "--side-info", side, "--bbvi-iterations", "10"]), 0)
+            self.assertEqual(cli.main(["decompress", tfci, "-o", png, "--model", folder,
+                                       "--side-info-out", side_out]), 0)
+        self.assertIn("side information inside", out.getvalue())
+        with open(side, "rb") as a, open(side_out, "rb") as b:
+            self.assertEqual(a.read(), b.read())
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            self.assertEqual(cli.main(["compress", image, "-o", tfci, "--model", folder, "--side-info", side]), 1)
+        self.assertIn("bits-back method", err.getvalue())

@@ -3,7 +3,8 @@
 Subcommands::
 
     tfc-inference compress IMAGE [-o OUT.tfci] [--model NAME] [--method METHOD] [--iterations N] [--seed S]
-    tfc-inference decompress FILE.tfci [-o OUT.png] [--model NAME]
+                           [--schedule improved|paper] [--side-info FILE] [--bbvi-iterations N]
+    tfc-inference decompress FILE.tfci [-o OUT.png] [--model NAME] [--side-info-out FILE]
     tfc-inference models [--json]
     tfc-inference train --name NAME --data FOLDER [...]
     tfc-inference export NAME DIR
@@ -32,8 +33,10 @@ from typing import List, Optional, Sequence
 
 PROG = "tfc-inference"
 DEFAULT_MODEL = "hyperprior-mse-0.01"
-#: Inference methods a hyperprior file can be written with (the bits-back ones are not selectable here).
-CLI_METHODS = ("amortized", "sga", "map", "ste", "uniform-noise", "deterministic-annealing")
+#: Inference methods; the last three need a bits-back model.
+CLI_METHODS = ("amortized", "sga", "map", "ste", "uniform-noise", "deterministic-annealing",
+               "sga+bb", "bb-no-sga", "bb-amortized")
+BB_METHODS = ("sga+bb", "bb-no-sga", "bb-amortized")
 DEFAULT_DEMO_METHODS = "amortized,sga"
 DEFAULT_DEMO_ITERATIONS = 500
 
@@ -151,6 +154,19 @@ def cmd_compress(args) -> int:
             options["iterations"] = args.iterations
         if args.seed is not None:
             options["seed"] = args.seed
+        if args.schedule is not None:
+            options["schedule"] = args.schedule
+        if args.learning_rate is not None:
+            options["learning_rate"] = args.learning_rate
+        if args.method in BB_METHODS:
+            if args.side_info is not None:
+                options["side_info"] = _read_bytes(args.side_info)
+            if args.bbvi_iterations is not None:
+                options["bbvi_iterations"] = args.bbvi_iterations
+        else:
+            options["progress"] = None if not args.quiet else False
+    elif args.side_info is not None:
+        raise _UserError("--side-info needs a bits-back method (sga+bb, bb-no-sga, bb-amortized)")
     t0 = time.perf_counter()
     result = codec.compress(model, image, method=args.method, **options)
     seconds = time.perf_counter() - t0
@@ -158,6 +174,11 @@ def cmd_compress(args) -> int:
     if not args.quiet:
         print(f"{args.input} -> {output}: {len(result.data)} bytes, {result.bpp:.4f} bpp "
               f"(estimated {result.estimated_bpp:.4f}), PSNR {result.psnr:.2f} dB, {args.method}, {seconds:.2f} s")
+        if args.method in BB_METHODS:
+            e = result.extra
+            print(f"  bits-back: {e['side_info_bits'] // 8} bytes of side information inside; net "
+                  f"{e['net_bits'] / result.num_pixels:.4f} bpp (estimated net "
+                  f"{e['estimated_net_bits'] / result.num_pixels:.4f}; {e['pad_words']} pad words)")
     return 0
 
 
@@ -172,6 +193,13 @@ def cmd_decompress(args) -> int:
     result = codec.decompress_details(data, model)
     seconds = time.perf_counter() - t0
     _write_atomic(output, _png_bytes(result.image))
+    if args.side_info_out is not None:
+        if result.side_info is None:
+            if header.method not in BB_METHODS:
+                raise _UserError(f"{args.input} is not a bits-back file: it carries no side information "
+                                 f"(image written to {output})")
+            raise _UserError(f"{result.side_info_error} (image written to {output})")
+        _write_atomic(args.side_info_out, result.side_info)
     if not args.quiet:
         print(f"{args.input} -> {output}: {header.width}x{header.height} pixels from {len(data)} bytes "
               f"({8 * len(data) / (header.width * header.height):.4f} bpp), model {header.model_name}, "
@@ -349,6 +377,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=_positive_int, metavar="N",
                    help="iterations of an iterative method (default: the method's own)")
     p.add_argument("--seed", type=int, metavar="S", help="random seed of a stochastic iterative method")
+    p.add_argument("--schedule", choices=("improved", "paper"),
+                   help="temperature schedule of SGA / deterministic annealing (default: improved, stretched "
+                        "to the iteration budget)")
+    p.add_argument("--learning-rate", type=float, metavar="LR",
+                   help="Adam learning rate of the iterative method (default: the method's own)")
+    p.add_argument("--side-info", metavar="FILE",
+                   help="bits-back methods: bytes to carry inside the file for free (recovered by decompress "
+                        "--side-info-out)")
+    p.add_argument("--bbvi-iterations", type=_positive_int, metavar="N",
+                   help="bits-back methods: steps of reproducible BBVI (default 2000; the decoder reruns them)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(func=cmd_compress)
 
@@ -357,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT", help="output PNG (default: IN with the suffix .png)")
     p.add_argument("--model", metavar="NAME",
                    help="zoo model name or checkpoint folder (default: the model named in the file)")
+    p.add_argument("--side-info-out", metavar="FILE",
+                   help="bits-back files: write the recovered side information to FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(func=cmd_decompress)
 
@@ -443,8 +483,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command == "compress" and args.method == "amortized" and (
-                args.iterations is not None or args.seed is not None):
-            parser.subcommands["compress"].error("--iterations and --seed apply to iterative methods only")
+                args.iterations is not None or args.seed is not None or args.schedule is not None
+                or args.learning_rate is not None):
+            parser.subcommands["compress"].error("--iterations, --seed, --schedule and --learning-rate apply to "
+                                                 "iterative methods only")
     except SystemExit as e:  # usage errors (2), --help and --version (0)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     try:
