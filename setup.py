@@ -48,6 +48,7 @@ setup(
         "pillow",
         "constriction>=0.5,<0.6",
         "tqdm",
+        "scipy",
     ],
     extras_require={
         "test": ["pytest"],

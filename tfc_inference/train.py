@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -174,6 +176,13 @@ def train(opts: TrainOptions) -> Path:
         cpu_seconds.assign(cpu_base + time.process_time() - t_cpu0)
         manager.save(checkpoint_number=int(step.numpy()))
 
+    # A polite kill (SIGTERM, e.g. the end of a session) saves a checkpoint before exiting.
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        def on_sigterm(signum, frame):
+            raise KeyboardInterrupt("SIGTERM")
+        previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
+
     try:
         for batch in sampler.dataset(start, opts.steps):
             terms = train_step(batch)
@@ -199,6 +208,8 @@ def train(opts: TrainOptions) -> Path:
         bar.close()
         if int(step.numpy()) > start:
             save()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
 
     evaluation = {}
     if opts.eval_dir:
