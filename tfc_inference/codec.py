@@ -212,7 +212,8 @@ def decompress_details(data: bytes, model: Optional[ModelLike] = None) -> Decomp
     header, streams = container.unpack(data)
     t0 = time.perf_counter()
     if model is None:
-        model = _get_model(header.model_name)
+        from tfc_inference.zoo import load_model
+        model = load_model(header.model_name, allow_path=False)  # a file names a zoo model, never a path
     else:
         model = _get_model(model)
         if model_name(model) != header.model_name:

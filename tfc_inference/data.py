@@ -24,6 +24,16 @@ MAX_IMAGE_SIDE = 1 << 15  # 32768: the container stores sizes as 16-bit-plus fie
 ImageLike = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
 
 
+def _has_16bit_samples(img: Image.Image) -> bool:
+    """Whether the file stores 16-bit samples (its decoder's raw mode, e.g. ``RGB;16B``)."""
+    for tile in getattr(img, "tile", None) or []:
+        args = tile[3] if len(tile) > 3 else None
+        rawmode = args[0] if isinstance(args, tuple) and args else args
+        if isinstance(rawmode, str) and ";16" in rawmode:
+            return True
+    return False
+
+
 def _from_pil(img: Image.Image, what: str) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -68,9 +78,15 @@ def to_rgb_array(image: ImageLike, what: str = "image") -> np.ndarray:
             try:
                 src = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else os.fspath(image)
                 img = Image.open(src)
+                # Pillow reads 16-bit colour PNGs as 8-bit modes (raw mode "RGB;16B"): refuse them before
+                # they are silently cut to their high bytes.
+                if _has_16bit_samples(img):
+                    raise UnsupportedImageModeError(f"{what}: 16-bit images are not supported; convert to 8-bit")
                 img.load()
             except FileNotFoundError:
                 raise ImageError(f"{what}: file not found") from None
+            except UnsupportedImageModeError:
+                raise
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
                 raise ImageError(f"{what}: not a readable image ({e})") from None
         arr = _from_pil(img, what)

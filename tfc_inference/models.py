@@ -176,15 +176,28 @@ class MeanScaleHyperprior(tf.keras.Model):
         mu, _ = self.coding_params(z_hat)
         return self.round_y(y, mu), z_hat
 
-    def call(self, x: tf.Tensor, training: bool = False) -> Dict[str, tf.Tensor]:
-        """Training: noisy proxies and the differentiable R-D loss.  Otherwise: the true discrete R-D."""
+    @staticmethod
+    def _noise(shape, noise_seed, salt: int, kind: str = "uniform") -> tf.Tensor:
+        """Training noise: stateless (exactly repeatable) when a seed [2] is given, else from the global RNG."""
+        if noise_seed is None:
+            return (tf.random.uniform(shape, -0.5, 0.5) if kind == "uniform" else tf.random.normal(shape))
+        seed = tf.cast(noise_seed, tf.int32) * tf.constant([1009, 1], tf.int32) + tf.constant([salt, 0], tf.int32)
+        if kind == "uniform":
+            return tf.random.stateless_uniform(shape, seed, -0.5, 0.5)
+        return tf.random.stateless_normal(shape, seed)
+
+    def call(self, x: tf.Tensor, training: bool = False, noise_seed=None) -> Dict[str, tf.Tensor]:
+        """Training: noisy proxies and the differentiable R-D loss.  Otherwise: the true discrete R-D.
+
+        ``noise_seed`` (int [2], e.g. (seed, step)) makes the training noise a function of the seed, which makes
+        resumed training runs exact."""
         x = tf.cast(x, tf.float32)
         y, z = self.encode_latents(x)
         if not training:
             y_hat, z_hat = self.discretize_amortized(y, z)
             return self.discrete_rd(x, y_hat, z_hat)
-        z_tilde = z + tf.random.uniform(tf.shape(z), -0.5, 0.5)
-        y_tilde = y + tf.random.uniform(tf.shape(y), -0.5, 0.5)
+        z_tilde = z + self._noise(tf.shape(z), noise_seed, 1)
+        y_tilde = y + self._noise(tf.shape(y), noise_seed, 2)
         mu, index = self.y_prior_params(z_tilde)
         bits = self.bits_y(y_tilde, mu, index) + self.bits_z(z_tilde)
         return self.rd_terms(x, bits, self.synthesize(y_tilde))
@@ -200,6 +213,9 @@ class MeanScaleHyperprior(tf.keras.Model):
         self._y_coder = tfc.LocationScaleIndexedEntropyModel(
             tfc.NoisyNormal, c.num_scales, self.scale_fn, coding_rank=3, compression=True, stateless=True,
             range_coder_precision=c.range_coder_precision)
+        # Fresh traces: the tables are graph constants, so functions traced with older tables must not be reused.
+        self._encode_fn = tf.function(self._entropy_encode_impl, reduce_retracing=True)
+        self._decode_fn = tf.function(self._entropy_decode_impl, reduce_retracing=True)
 
     def _require_coders(self):
         if self._z_coder is None:
@@ -208,10 +224,9 @@ class MeanScaleHyperprior(tf.keras.Model):
     def entropy_encode(self, y_hat: tf.Tensor, z_hat: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Range-codes latents on the grid.  Returns (y string, z string, integer y symbols), batch of 1."""
         self._require_coders()
-        return self._entropy_encode(y_hat, z_hat)
+        return self._encode_fn(y_hat, z_hat)
 
-    @tf.function(reduce_retracing=True)
-    def _entropy_encode(self, y_hat, z_hat):
+    def _entropy_encode_impl(self, y_hat, z_hat):
         z_string = self._z_coder.compress(z_hat)
         mu, index = self.coding_params(z_hat)
         symbols = tf.round(y_hat - mu)
@@ -221,10 +236,9 @@ class MeanScaleHyperprior(tf.keras.Model):
     def entropy_decode(self, y_string: tf.Tensor, z_string: tf.Tensor, z_spatial_shape) -> Tuple[tf.Tensor, ...]:
         """Mirror of :meth:`entropy_encode`: returns (y_hat, z_hat, integer y symbols)."""
         self._require_coders()
-        return self._entropy_decode(y_string, z_string, tf.convert_to_tensor(z_spatial_shape, tf.int32))
+        return self._decode_fn(y_string, z_string, tf.convert_to_tensor(z_spatial_shape, tf.int32))
 
-    @tf.function(reduce_retracing=True)
-    def _entropy_decode(self, y_string, z_string, z_spatial_shape):
+    def _entropy_decode_impl(self, y_string, z_string, z_spatial_shape):
         z_hat = self._z_coder.decompress(z_string, z_spatial_shape)
         mu, index = self.coding_params(z_hat)
         symbols = self._y_coder.decompress(y_string, index)
@@ -271,14 +285,14 @@ class BitsBackHyperprior(MeanScaleHyperprior):
         log_p = self.hyperprior.log_prob(z)
         return tf.reduce_sum(log_q - log_p, axis=(1, 2, 3)) / LN2
 
-    def call(self, x: tf.Tensor, training: bool = False) -> Dict[str, tf.Tensor]:
+    def call(self, x: tf.Tensor, training: bool = False, noise_seed=None) -> Dict[str, tf.Tensor]:
         x = tf.cast(x, tf.float32)
         if not training:
             return super().call(x, training=False)
         y = self.analysis_transform(x)
         mean, log_var = self.q_params(y)
-        z = mean + tf.exp(0.5 * log_var) * tf.random.normal(tf.shape(mean))
-        y_tilde = y + tf.random.uniform(tf.shape(y), -0.5, 0.5)
+        z = mean + tf.exp(0.5 * log_var) * self._noise(tf.shape(mean), noise_seed, 3, "normal")
+        y_tilde = y + self._noise(tf.shape(y), noise_seed, 2)
         mu, index = self.y_prior_params(z)
         bits_z = self.net_z_bits(z, mean, log_var)
         bits = self.bits_y(y_tilde, mu, index) + bits_z

@@ -123,7 +123,7 @@ def train(opts: TrainOptions) -> Path:
                          lmbda=opts.lmbda)
     paths = list_images(opts.data)
     sampler = CropSampler(paths, opts.crop, opts.batch_size, seed=opts.seed, progress=opts.progress)
-    tf.random.set_seed(opts.seed)
+    tf.keras.utils.set_random_seed(opts.seed)  # Python, numpy and TF: the initial weights follow --seed
     model = build_model(config)
     drop_at = int(opts.steps * (1.0 - opts.lr_drop_fraction))
     schedule = tf.keras.optimizers.schedules.PiecewiseConstantDecay(
@@ -157,8 +157,9 @@ def train(opts: TrainOptions) -> Path:
     @tf.function(input_signature=[tf.TensorSpec([opts.batch_size, opts.crop, opts.crop, 3], tf.uint8)])
     def train_step(batch):
         x = tf.cast(batch, tf.float32)
+        noise_seed = tf.stack([tf.constant(opts.seed, tf.int64), step])  # noise of step s depends on (seed, s) only
         with tf.GradientTape() as tape:
-            terms = model(x, training=True)
+            terms = model(x, training=True, noise_seed=noise_seed)
         grads = tape.gradient(terms["loss"], variables)
         optimizer.apply_gradients(zip(grads, variables))
         return terms

@@ -36,10 +36,17 @@ def _is_checkpoint(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() and (path / f"{WEIGHTS_PREFIX}.index").is_file()
 
 
-def resolve(name_or_path: Union[str, os.PathLike]) -> Path:
+def is_plain_name(name: str) -> bool:
+    """A zoo name (no path): what a compressed file may name, so a file cannot point at arbitrary folders."""
+    return bool(name) and not any(c in name for c in "/\\\0") and not name.startswith(".")
+
+
+def resolve(name_or_path: Union[str, os.PathLike], allow_path: bool = True) -> Path:
     """The folder of a checkpoint given by zoo name or path; raises ModelNotFoundError."""
+    if not allow_path and not is_plain_name(str(name_or_path)):
+        raise ModelNotFoundError(f"{str(name_or_path)!r} is not a zoo model name")
     p = Path(name_or_path)
-    if _is_checkpoint(p):
+    if allow_path and _is_checkpoint(p):
         return p.resolve()
     for d in search_dirs():
         if _is_checkpoint(d / str(name_or_path)):
@@ -79,14 +86,14 @@ def list_models() -> List[Dict[str, Any]]:
     return list(found.values())
 
 
-def load_model(name_or_path: Union[str, os.PathLike], prepare_coders: bool = True):
+def load_model(name_or_path: Union[str, os.PathLike], prepare_coders: bool = True, allow_path: bool = True):
     """Loads a trained model by zoo name or checkpoint folder; cached, so repeated loads are free.
 
     The returned model has ``zoo_name`` (the folder name, written into compressed files) and ``info``.
     """
     import tensorflow as tf  # noqa: F401  (import late: listing models should not need TF)
     from tfc_inference.models import ModelConfig, build_model
-    folder = resolve(name_or_path)
+    folder = resolve(name_or_path, allow_path=allow_path)
     key = str(folder)
     if key in _CACHE:
         return _CACHE[key]
@@ -99,6 +106,8 @@ def load_model(name_or_path: Union[str, os.PathLike], prepare_coders: bool = Tru
         raise ModelError(f"checkpoint {folder} is incompatible or damaged: {e}") from None
     except tf.errors.OpError as e:
         raise ModelError(f"cannot read weights in {folder}: {e.message}") from None
+    except (IndexError, RuntimeError, OSError) as e:
+        raise ModelError(f"cannot read weights in {folder}: {e}") from None
     model.zoo_name = folder.name
     model.info = info
     if prepare_coders:

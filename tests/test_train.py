@@ -1,0 +1,257 @@
+"""Tests of training: tiny runs, exact resume, exported checkpoints and --init-from weight transfer."""
+import contextlib
+import io
+import json
+import math
+import os
+import re
+import unittest
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from tests import helpers
+from tfc_inference import train, zoo
+from tfc_inference.errors import TrainingError
+
+LOG_LINE = re.compile(r"^step (\d+) loss (\S+) bpp (\S+) psnr (\S+)$", re.M)
+
+
+def _data_dir():
+    """Two small PNGs (one in a sub-folder) to draw 64x64 crops from."""
+    folder = helpers.fresh_dir("train_data")
+    os.makedirs(os.path.join(folder, "sub"))
+    Image.fromarray(helpers.kodak_crop(80, 96, 0, 0)).save(os.path.join(folder, "a.png"))
+    Image.fromarray(helpers.kodak_crop(72, 100, 300, 500)).save(os.path.join(folder, "sub", "b.png"))
+    return folder
+
+
+def _options(root, data, name, steps, **kw):
+    d = dict(name=name, data=[data], steps=steps, crop=64, batch_size=2, save_every=0, log_every=1,
+             work_dir=os.path.join(root, "runs"), output=os.path.join(root, "out"), progress=False,
+             learning_rate=1e-3, **helpers.TINY)
+    d.update(kw)
+    return train.TrainOptions(**d)
+
+
+def _run(opts):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        path = train.train(opts)
+    return path, out.getvalue()
+
+
+def _ckpt_numbers(folder):
+    return sorted(int(m.group(1)) for f in os.listdir(folder) for m in [re.match(r"ckpt-(\d+)\.index$", f)] if m)
+
+
+def _exported_weights(path):
+    return helpers.weights_of(zoo.load_model(path, prepare_coders=False))
+
+
+class ResumeTest(helpers.TestCase):
+    """4 steps, then --resume to 8; and the same 8 steps in one go for comparison."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.root = helpers.fresh_dir("train")
+        cls.data = _data_dir()
+        # lr_drop_fraction=0: the learning-rate drop is placed relative to --steps, so with a drop a 4-step run
+        # and an 8-step run differ by design in steps 1-4; without it they must agree exactly.
+        kw = dict(lr_drop_fraction=0.0, seed=3)
+        cls.first_path, cls.first_log = _run(_options(cls.root, cls.data, "resumed", 4, **kw))
+        cls.ckpts_after_first = _ckpt_numbers(os.path.join(cls.root, "runs", "resumed", "ckpt"))
+        cls.first_weights = _exported_weights(cls.first_path)
+        cls.resumed_path, cls.resumed_log = _run(_options(cls.root, cls.data, "resumed", 8, resume=True, **kw))
+        cls.straight_path, cls.straight_log = _run(_options(cls.root, cls.data, "straight", 8, **kw))
+
+    def test_logs_and_checkpoints(self):
+        self.assertEqual([int(s) for s, *_ in LOG_LINE.findall(self.first_log)], [1, 2, 3, 4])
+        self.assertEqual(self.ckpts_after_first, [3, 4])  # saved every step, 2 kept
+        self.assertIn("at step 4", self.resumed_log)
+        self.assertEqual([int(s) for s, *_ in LOG_LINE.findall(self.resumed_log)], [5, 6, 7, 8])
+        self.assertEqual(_ckpt_numbers(os.path.join(self.root, "runs", "resumed", "ckpt")), [7, 8])
+        latest = tf.train.latest_checkpoint(os.path.join(self.root, "runs", "resumed", "ckpt"))
+        reader = tf.train.load_checkpoint(latest)
+        self.assertEqual(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"), 8)
+        self.assertEqual(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"), 8)
+        for log in (self.first_log, self.resumed_log, self.straight_log):
+            for _, loss, bpp, psnr in LOG_LINE.findall(log):
+                self.assertTrue(math.isfinite(float(loss)) and float(bpp) > 0 and math.isfinite(float(psnr)))
+
+    def test_exported_checkpoint(self):
+        self.assertEqual(str(self.resumed_path), os.path.join(self.root, "out", "resumed"))
+        with open(os.path.join(self.resumed_path, "config.json")) as f:
+            info = json.load(f)
+        training = info["training"]
+        self.assertEqual(training["steps"], 8)
+        self.assertEqual(training["seed"], 3)
+        self.assertEqual(training["batch_size"], 2)
+        self.assertEqual(training["crop"], 64)
+        self.assertEqual(training["num_training_images"], 2)
+        self.assertEqual(training["data"], [self.data])
+        self.assertGreater(training["cpu_hours"], 0)
+        self.assertEqual(info["config"]["num_filters"], 8)
+        self.assertEqual(info["config"]["kind"], "hyperprior")
+        model = zoo.load_model(self.resumed_path, prepare_coders=False)
+        self.assertEqual(info["fingerprint"], model.fingerprint().hex())
+        with open(os.path.join(self.root, "runs", "resumed", "run.json")) as f:
+            run = json.load(f)
+        self.assertTrue(run["resume"])
+        self.assertEqual(run["steps"], 8)
+
+    def test_training_changed_the_weights(self):
+        resumed = _exported_weights(self.resumed_path)
+        changed = [not np.array_equal(a, b) for a, b in zip(self.first_weights, resumed)]
+        self.assertGreater(sum(changed), len(changed) // 2)
+        # Adam moves each weight by about the learning rate per step: 4 steps of 1e-3
+        for a, b in zip(self.first_weights, resumed):
+            self.assertAllLessEqual(np.abs(a - b), 4 * 1e-3 * 1.5)
+
+    def test_rerun_without_resume_raises(self):
+        with self.assertRaises(TrainingError):
+            train.train(_options(self.root, self.data, "resumed", 12))
+        # resuming with another architecture is refused as well
+        with self.assertRaises(TrainingError):
+            train.train(_options(self.root, self.data, "resumed", 12, resume=True, num_filters=16))
+        # and nothing was changed
+        self.assertEqual(_ckpt_numbers(os.path.join(self.root, "runs", "resumed", "ckpt")), [7, 8])
+
+    # BUG (tfc_inference/train.py, train): resuming is not exact.  (1) tf.random.set_seed(opts.seed) does not
+    # seed the Keras initializers (they draw from Python's `random`), so two runs with the same seed start from
+    # different weights (see test_same_seed_same_initial_weights); (2) the training noise comes from stateful
+    # tf.random ops inside train_step, whose sequence restarts when a run is resumed, so steps 5-8 of a resumed
+    # run use the noise of steps 1-4 instead of that of steps 5-8.  With both fixed (verified by patching), the
+    # resumed and the straight run agree bit for bit.
+    def test_resume_is_exact(self):
+        straight = _exported_weights(self.straight_path)
+        resumed = _exported_weights(self.resumed_path)
+        for a, b in zip(straight, resumed):
+            self.assertAllEqual(a, b)
+
+
+class SeedTest(helpers.TestCase):
+
+    # BUG (tfc_inference/train.py, train): tf.random.set_seed(opts.seed) leaves the Keras kernel initializers
+    # unseeded (Keras 2.14 draws their seeds from Python's `random` module), so --seed does not determine the
+    # initial weights.  Fix: tf.keras.utils.set_random_seed(opts.seed) (seeds random, numpy and TF).
+    def test_same_seed_same_initial_weights(self):
+        root, data = helpers.fresh_dir("seed"), _data_dir()
+        import random
+        paths = []
+        for name in ("first", "second"):
+            random.seed(name)  # whatever state Python's RNG is in must not matter
+            path, _ = _run(_options(root, data, name, 0, seed=5))
+            paths.append(path)
+        for a, b in zip(_exported_weights(paths[0]), _exported_weights(paths[1])):
+            self.assertAllEqual(a, b)
+
+
+class TransferWeightsTest(helpers.TestCase):
+
+    def test_same_architecture_copies_everything(self):
+        source = helpers.tiny_model("hyperprior", seed=2)
+        target = helpers.tiny_model("hyperprior", seed=3)
+        self.assertNotEqual(source.fingerprint(), target.fingerprint())
+        self.assertEqual(train.transfer_weights(source, target), [])
+        self.assertEqual(source.fingerprint(), target.fingerprint())
+
+    def test_hyperprior_into_bitsback(self):
+        source = helpers.tiny_model("hyperprior", seed=2)
+        target = helpers.tiny_model("bitsback", seed=3)
+        notes = train.transfer_weights(source, target)
+        self.assertLen(notes, 2)  # kernel and bias of the last hyper-analysis convolution
+        for mod in ("analysis_transform", "synthesis_transform", "hyper_synthesis_transform", "hyperprior"):
+            src, dst = getattr(source, mod).trainable_variables, getattr(target, mod).trainable_variables
+            self.assertLen(dst, len(src))
+            for s, d in zip(src, dst):
+                self.assertAllEqual(s, d)
+        src_layers = source.hyper_analysis_transform.layers
+        dst_layers = target.hyper_analysis_transform.layers
+        for s, d in zip(src_layers[:-1], dst_layers[:-1]):
+            for a, b in zip(s.get_weights(), d.get_weights()):
+                self.assertAllEqual(a, b)
+        s_kernel, s_bias = src_layers[-1].get_weights()
+        d_kernel, d_bias = dst_layers[-1].get_weights()
+        self.assertEqual(d_kernel.shape, s_kernel.shape[:-1] + (16,))
+        self.assertAllEqual(d_kernel[..., :8], s_kernel)
+        self.assertAllEqual(d_kernel[..., 8:], np.zeros_like(s_kernel))
+        self.assertAllEqual(d_bias[:8], s_bias)
+        self.assertAllEqual(d_bias[8:], np.full(8, -4.0))
+        # behaviour: q's mean is the base model's z, with variance e^-4
+        x = helpers.kodak_crop(64, 128)[None].astype(np.float32)
+        _, z_source = source.encode_latents(x)
+        mean, log_var = target.q_params(target.analysis_transform(x))
+        self.assertAllClose(mean, z_source)
+        self.assertAllClose(log_var, np.full(log_var.shape, -4.0))
+
+    def test_incompatible_architectures(self):
+        source = helpers.tiny_model("hyperprior", seed=2)
+        target = helpers.tiny_model("hyperprior", seed=3, num_filters=16)
+        with self.assertRaises(TrainingError):
+            train.transfer_weights(source, target)
+
+
+class InitFromTest(helpers.TestCase):
+
+    def test_bitsback_from_hyperprior(self):
+        root, data = helpers.fresh_dir("init"), _data_dir()
+        source_path = helpers.checkpoint("hyperprior")
+        source = zoo.load_model(source_path, prepare_coders=False)
+        lr, steps = 1e-4, 3
+        path, log = _run(_options(root, data, "bb", steps, kind="bitsback", init_from=source_path,
+                                  learning_rate=lr))
+        self.assertIn("initialized from", log)
+        self.assertIn("mean half", log)
+        losses = [float(loss) for _, loss, _, _ in LOG_LINE.findall(log)]
+        self.assertLen(losses, steps)
+        self.assertTrue(all(math.isfinite(v) for v in losses))
+        with open(os.path.join(root, "runs", "bb", "run.json")) as f:
+            self.assertLen(json.load(f)["init_notes"], 2)
+        model = zoo.load_model(path, prepare_coders=False)
+        self.assertEqual(model.config.kind, "bitsback")
+        self.assertEqual(model.info["training"]["init_from"], source_path)
+        for w in model.weights:
+            self.assertTrue(np.all(np.isfinite(w.numpy())), w.name)
+        # started from the source: every copied weight is within a few Adam steps of it
+        bound = steps * lr * 1.5
+        for s, d in zip(source.analysis_transform.weights, model.analysis_transform.weights):
+            self.assertAllLessEqual(np.abs(s.numpy() - d.numpy()), bound)
+        d_bias = model.hyper_analysis_transform.layers[-1].get_weights()[1]
+        self.assertAllLessEqual(np.abs(d_bias[8:] + 4.0), bound)
+        out = model(helpers.kodak_crop(64, 64)[None].astype(np.float32), training=True)
+        self.assertTrue(np.isfinite(out["loss"].numpy()))
+        self.assertIn("z_net_bpp", out)
+
+
+class EvaluateTest(helpers.TestCase):
+
+    def test_evaluate_amortized(self):
+        from tfc_inference import codec
+        model = zoo.load_model(helpers.checkpoint())
+        folder = helpers.fresh_dir("eval")
+        images = [helpers.kodak_crop(40, 70, 0, 0), helpers.kodak_crop(64, 48, 300, 600)]
+        paths = []
+        for i, img in enumerate(images):
+            paths.append(os.path.join(folder, f"e{i}.png"))
+            Image.fromarray(img).save(paths[-1])
+        result = train.evaluate_amortized(model, paths)
+        self.assertEqual(result["images"], ["e0.png", "e1.png"])
+        files = [codec.compress(model, img) for img in images]
+        self.assertAllClose(result["bpp"], np.mean([8 * len(f.data) / (img.shape[0] * img.shape[1])
+                                                    for f, img in zip(files, images)]))
+        decoded = [codec.decompress(f.data, model) for f in files]
+        self.assertAllClose(result["psnr"], np.mean([helpers.psnr(d, img) for d, img in zip(decoded, images)]))
+        self.assertAllClose(result["estimated_bpp"], np.mean([f.estimated_bpp for f in files]))
+
+
+class OptionsTest(helpers.TestCase):
+
+    def test_no_images(self):
+        root = helpers.fresh_dir("noimg")
+        with self.assertRaises(TrainingError):
+            train.train(_options(root, helpers.fresh_dir("empty"), "x", 2))
+        with self.assertRaises(TrainingError):
+            train.train(_options(root, os.path.join(root, "missing"), "y", 2))
