@@ -2,6 +2,8 @@
 import numpy as np
 import tensorflow as tf
 
+from tests import helpers
+
 from tfc_inference import discretize
 
 
@@ -11,7 +13,7 @@ def _numpy_p_up(r, tau):
     return up / (down + up)
 
 
-class SGAProbabilityTest(tf.test.TestCase):
+class SGAProbabilityTest(helpers.TestCase):
 
     def test_matches_formula(self):
         r = np.linspace(0.0, 0.999, 101).astype(np.float32)
@@ -34,7 +36,7 @@ class SGAProbabilityTest(tf.test.TestCase):
         self.assertAllClose(p, [0, 0, 0, 1, 1, 1], atol=1e-6)
 
 
-class SGASampleTest(tf.test.TestCase):
+class SGASampleTest(helpers.TestCase):
 
     def test_sample_frequency_matches_probability(self):
         n = 200_000
@@ -80,7 +82,7 @@ class SGASampleTest(tf.test.TestCase):
         self.assertTrue(np.all(g > 0))  # moving u up makes rounding up more likely
 
 
-class OtherDiscretizersTest(tf.test.TestCase):
+class OtherDiscretizersTest(helpers.TestCase):
 
     def test_deterministic_annealing_is_expectation(self):
         u = tf.constant([0.2, 1.7, -0.4, 3.5])

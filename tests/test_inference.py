@@ -2,6 +2,8 @@
 import numpy as np
 import tensorflow as tf
 
+from tests import helpers
+
 from tfc_inference import codec, inference, schedules
 from tfc_inference.data import read_image
 from tfc_inference.models import ModelConfig, build_model
@@ -37,7 +39,7 @@ def _briefly_trained_model(steps=300):
     return model
 
 
-class InferenceTest(tf.test.TestCase):
+class InferenceTest(helpers.TestCase):
 
     @classmethod
     def setUpClass(cls):

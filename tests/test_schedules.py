@@ -2,10 +2,12 @@
 import numpy as np
 import tensorflow as tf
 
+from tests import helpers
+
 from tfc_inference import schedules
 
 
-class ScheduleTest(tf.test.TestCase):
+class ScheduleTest(helpers.TestCase):
 
     def test_paper_formula(self):
         t = np.arange(0, 4000, 7)

@@ -49,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfc_inference import discretize, optim, schedules
+from tfc_inference.container import encode_varint
 from tfc_inference.errors import CorruptBitstreamError, TFCInferenceError
 
 Z_GRID = 0.25
@@ -250,16 +251,6 @@ def q_checksum(mean: np.ndarray, log_var: np.ndarray) -> bytes:
                                         + np.ascontiguousarray(log_var, np.float32).tobytes()))
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _read_varint(data: bytes, pos: int) -> Tuple[int, int]:
     value = 0
     for shift in range(0, 35, 7):
@@ -329,9 +320,9 @@ def encode(model, x_padded: tf.Tensor, valid_shape, method: str, side_info: Opti
         ans.encode_reverse((z_k[0, ..., ch].ravel() - table.kmin[ch]).astype(np.int32),
                            c.stream.model.Categorical(table.pmfs[ch], perfect=False))
     compressed = ans.get_compressed().astype("<u4").tobytes()
-    meta = (_varint(nbytes) + _varint(pad_words) + _varint(bbvi_iterations) + _varint(seed)
-            + _varint(_zigzag(y_lo)) + _varint(y_hi - y_lo) + struct.pack(">f", bbvi_learning_rate)
-            + q_checksum(mean, log_var))
+    meta = (b"".join(encode_varint(v) for v in (nbytes, pad_words, bbvi_iterations, seed, _zigzag(y_lo),
+                                                 y_hi - y_lo))
+            + struct.pack(">f", bbvi_learning_rate) + q_checksum(mean, log_var))
 
     bits_y = float(model.bits_y(y_hat, *model.y_prior_params(z_hat))[0])
     bits_z = table.bits(z_k[0])

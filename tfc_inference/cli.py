@@ -9,6 +9,7 @@ Subcommands::
     tfc-inference train --name NAME --data FOLDER [...]
     tfc-inference export NAME DIR
     tfc-inference demo [--model NAME] [--image PATH] [--methods amortized,sga] [--iterations N]
+    tfc-inference evaluate --model NAME --images FOLDER [--methods amortized,sga] [--cache FILE]
 
 Errors the user can cause (missing or unreadable files, bad images or bitstreams, unknown models, bad training
 options) print one line ``tfc-inference: error: ...`` on stderr and exit with status 1; command-line usage errors
@@ -326,7 +327,8 @@ def cmd_demo(args) -> int:
     print("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
     mismatches = []
     for method in methods:
-        options = {} if method == "amortized" else {"iterations": args.iterations, "seed": args.seed}
+        options = {} if method == "amortized" else {"iterations": args.iterations, "seed": args.seed,
+                                                    "progress": None}
         t0 = time.perf_counter()
         result = codec.compress(model, image, method=method, **options)
         encode_seconds = time.perf_counter() - t0
@@ -342,6 +344,31 @@ def cmd_demo(args) -> int:
     if mismatches:
         raise _UserError(f"decoded image differs from the encoder's reconstruction for: {', '.join(mismatches)}")
     print(f"decoded every file again: each image equals the encoder's reconstruction ({len(methods)} checked)")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+    from tfc_inference import evaluate
+    from tfc_inference.data import list_images
+    from tfc_inference.errors import ImageError
+    paths = list_images([args.images])[:args.count] if os.path.isdir(args.images) else []
+    if not paths:
+        raise ImageError(f"no images found in {args.images}")
+    methods = [m for m in args.methods.split(",") if m]
+    print("| model | method | images | bpp (file) | bpp (est.) | PSNR dB | R-D loss | encode s | decoded exactly |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for name in args.model:
+        model = _load_model(name)
+        records = evaluate.run(model, paths, methods, args.cache, iterations=args.iterations,
+                               schedule=args.schedule, seed=args.seed, eval_every=args.eval_every)
+        for method in methods:
+            recs = [r for r in records if r["method"] == method]
+            mean = lambda key: float(np.mean([r[key] for r in recs]))  # noqa: E731
+            print(f"| {getattr(model, 'zoo_name', name)} | {method} | {len(recs)} | {mean('bpp'):.4f} | "
+                  f"{mean('estimated_bpp'):.4f} | {mean('psnr'):.2f} | {mean('loss'):.4f} | "
+                  f"{mean('encode_seconds'):.1f} | {all(r['decoded_exactly'] for r in recs)} |", flush=True)
+    print(f"\nper-image records: {args.cache}")
     return 0
 
 
@@ -463,6 +490,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iterations of the iterative methods")
     p.add_argument("--seed", type=int, default=0, help="random seed of the stochastic iterative methods")
     p.set_defaults(func=cmd_demo)
+
+    p = add("evaluate", "really compress and decode a folder of images with several models and methods "
+                        "(resumable: results are cached per image)")
+    p.add_argument("--model", action="append", required=True, metavar="NAME", help="zoo model (repeatable)")
+    p.add_argument("--images", required=True, metavar="FOLDER", help="folder of test images")
+    p.add_argument("--count", type=_positive_int, default=1000, help="use the first N images (sorted by name)")
+    p.add_argument("--methods", default="amortized,sga", help="comma-separated inference methods")
+    p.add_argument("--iterations", type=_positive_int, default=2000, help="iterations of the iterative methods")
+    p.add_argument("--schedule", choices=("improved", "paper"), help="temperature schedule (default: improved)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the stochastic methods")
+    p.add_argument("--eval-every", type=_positive_int, default=50, help="steps between true R-D evaluations")
+    p.add_argument("--cache", default="results/evaluate.jsonl", help="JSON-lines cache of per-image records")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -51,7 +51,8 @@ class Header:
     width: int
 
 
-def _varint(n: int) -> bytes:
+def encodeencode_varint(n: int) -> bytes:
+    """Unsigned LEB128."""
     out = bytearray()
     while True:
         byte = n & 0x7F
@@ -102,8 +103,8 @@ def pack(header: Header, streams: List[bytes]) -> bytes:
         raise ValueError(f"1..{MAX_STREAMS} streams expected")
     check_shape(header.height, header.width)
     parts = [MAGIC, struct.pack(">BBB", VERSION, METHODS.index(header.method), len(name)), name,
-             header.fingerprint, _varint(header.height), _varint(header.width), bytes([len(streams)])]
-    parts += [_varint(len(s)) for s in streams]
+             header.fingerprint, encode_varint(header.height), encode_varint(header.width), bytes([len(streams)])]
+    parts += [encode_varint(len(s)) for s in streams]
     parts += list(streams)
     body = b"".join(parts)
     return body + struct.pack(">I", zlib.crc32(body))

@@ -137,3 +137,12 @@ def save_checkpoint(model, folder: Union[str, os.PathLike], training: Optional[D
         json.dump(info, f, indent=2)
     _CACHE.pop(str(folder.resolve()), None)
     return folder
+
+
+def set_evaluation(name_or_path: Union[str, os.PathLike], evaluation: Dict[str, Any]) -> None:
+    """Replaces the ``evaluation`` entry of a checkpoint's config.json (weights untouched)."""
+    folder = resolve(name_or_path)
+    info = read_info(folder)
+    info["evaluation"] = evaluation
+    with open(folder / CONFIG_FILE, "w") as f:
+        json.dump(info, f, indent=2)
