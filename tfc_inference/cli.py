@@ -372,6 +372,23 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_benchmark(args) -> int:
+    import tfc_inference
+    from tfc_inference import benchmark, evaluate
+    from tfc_inference.data import read_image
+    from tfc_inference.models import build_model
+    model = _load_model(args.model)
+    bb_config = dataclasses.replace(model.config, kind="bitsback")
+    bits_back_model = _load_model(args.bits_back_model) if args.bits_back_model else build_model(bb_config)
+    image = read_image(args.image or tfc_inference.DEMO_IMAGE)
+    report = benchmark.run(model, image, bits_back_model, steps=args.steps, batch=args.batch)
+    text = benchmark.markdown(report, getattr(model, "zoo_name", args.model), evaluate.machine_description())
+    print(text)
+    if args.out:
+        _write_atomic(args.out, (text + "\n").encode())
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # parser
 def build_parser() -> argparse.ArgumentParser:
@@ -503,6 +520,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=_positive_int, default=50, help="steps between true R-D evaluations")
     p.add_argument("--cache", default="results/evaluate.jsonl", help="JSON-lines cache of per-image records")
     p.set_defaults(func=cmd_evaluate)
+
+    p = add("benchmark", "time each piece of the codec (amortized, SGA, bits-back stages, range coding) on one "
+                         "image, with GFLOP/s and peak memory")
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME", help="zoo model name or checkpoint folder")
+    p.add_argument("--bits-back-model", metavar="NAME",
+                   help="bits-back model for the BBVI timings (default: an untrained one of the same size)")
+    p.add_argument("--image", metavar="PATH", help="image to use instead of the bundled Kodak kodim23")
+    p.add_argument("--steps", type=_positive_int, default=10, help="optimizer steps per timing")
+    p.add_argument("--batch", type=_positive_int, default=4, help="images per batch in the batched SGA timing")
+    p.add_argument("--out", metavar="FILE", help="also write the markdown report to FILE")
+    p.set_defaults(func=cmd_benchmark)
     return parser
 
 

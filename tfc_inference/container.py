@@ -51,7 +51,7 @@ class Header:
     width: int
 
 
-def encodeencode_varint(n: int) -> bytes:
+def encode_varint(n: int) -> bytes:
     """Unsigned LEB128."""
     out = bytearray()
     while True:

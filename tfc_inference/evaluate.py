@@ -42,7 +42,17 @@ def load_cache(path: str) -> List[Dict[str, Any]]:
 
 
 def machine_description() -> str:
-    return f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, {platform.platform()}".strip()
+    """CPU model, core count and OS, for results tables."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: str, iterations: int = 2000,
