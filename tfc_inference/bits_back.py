@@ -313,6 +313,7 @@ def encode(model, x_padded: tf.Tensor, valid_shape, method: str, side_info: Opti
     mu, sigma = _y_params(model, z_hat)
     y_int = y_hat.numpy().astype(np.int64).ravel()
     y_lo, y_hi = int(y_int.min()), int(y_int.max())
+    y_hi = max(y_hi, y_lo + 1)  # constriction needs a range of at least two symbols
     if y_lo < SYMBOL_MIN or y_hi > SYMBOL_MAX:
         raise TFCInferenceError("latent values exceed the coder's symbol range")
     ans.encode_reverse(y_int.astype(np.int32), _gaussian_model(y_lo, y_hi), mu, sigma)
@@ -354,7 +355,7 @@ def decode(model, streams, y_shape) -> BitsBackDecoded:
     y_lo, pos = _read_varint(meta, pos)
     y_range, pos = _read_varint(meta, pos)
     y_lo = _unzigzag(y_lo)
-    if y_lo < SYMBOL_MIN or y_lo + y_range > SYMBOL_MAX:
+    if y_lo < SYMBOL_MIN or y_lo + y_range > SYMBOL_MAX or y_range < 1:
         raise CorruptBitstreamError("implausible latent range")
     if len(meta) != pos + 8:
         raise CorruptBitstreamError("bits-back metadata has the wrong length")
@@ -377,7 +378,9 @@ def decode(model, streams, y_shape) -> BitsBackDecoded:
         z_hat = tf.constant(z_k * Z_GRID, tf.float32)
         mu, sigma = _y_params(model, z_hat)
         y_int = ans.decode(_gaussian_model(y_lo, y_lo + y_range), mu, sigma)
-    except (ValueError, RuntimeError) as e:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # noqa: BLE001  (constriction reports bad input as a Rust panic, a BaseException)
         raise CorruptBitstreamError(f"ANS decoder failed: {e}") from None
     y_hat = tf.constant(y_int.reshape([1, y_shape[0], y_shape[1], -1]), tf.float32)
 
@@ -388,10 +391,12 @@ def decode(model, streams, y_shape) -> BitsBackDecoded:
                                "(other hardware or library versions?): the image is intact but the side "
                                "information cannot be recovered")
     std = np.exp(0.5 * log_var.astype(np.float64))
-    _push_q(ans, table, z_k, mean, std)
     try:
+        _push_q(ans, table, z_k, mean, std)
         words = ans.get_compressed(unseal=True)
-    except Exception as e:  # constriction raises if the stack is not in the sealed state
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # noqa: BLE001  (not in the sealed state, or a Rust panic on bad input)
         return BitsBackDecoded(y_hat, z_hat, None, f"side information stack is inconsistent ({e})")
     words = words[pad_words:]
     side = words.astype("<u4").tobytes()

@@ -11,11 +11,13 @@ import json
 import os
 import platform
 import time
+import zlib
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
 from tfc_inference import codec
+from tfc_inference.codec import BB_METHODS
 from tfc_inference.data import read_image
 
 
@@ -57,8 +59,12 @@ def machine_description() -> str:
 
 def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: str, iterations: int = 2000,
         schedule: Optional[str] = None, seed: int = 0, learning_rate: Optional[float] = None, eval_every: int = 50,
-        keep_trace: bool = True, progress: bool = True) -> List[Dict[str, Any]]:
-    """Evaluates every (image, method) pair not yet in ``cache_path``; returns all matching records."""
+        keep_trace: bool = True, progress: bool = True, bbvi_iterations: int = 2000,
+        side_info_bytes: int = 65536) -> List[Dict[str, Any]]:
+    """Evaluates every (image, method) pair not yet in ``cache_path``; returns all matching records.
+
+    Bits-back methods carry ``side_info_bytes`` random bytes; their records add the net rate (file minus side
+    information) as ``net_bpp`` (and use it in ``loss``) and whether the side information came back exactly."""
     from tqdm import tqdm
     from tfc_inference.inference import get_optimizer
     methods = list(methods)
@@ -71,10 +77,15 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
             its = 0 if method == "amortized" else iterations
             sched = None
             lr = None
-            if method != "amortized":
+            if method in BB_METHODS:
+                sched, lr = f"bits-back(bbvi={bbvi_iterations})", None
+                if method != "sga+bb":
+                    its = 0
+            elif method != "amortized":
                 opt = get_optimizer(model, method, schedule, learning_rate, seed, its)
                 sched, lr = opt.schedule.name, opt.learning_rate
-            key = (fingerprint, os.path.basename(path), method, its, sched, seed if its else 0, lr)
+            key = (fingerprint, os.path.basename(path), method, its, sched,
+                   seed if (its or method in BB_METHODS) else 0, lr)
             keys.append(key)
             if key not in done:
                 jobs.append((path, method, its, sched, lr, key))
@@ -85,13 +96,19 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
         options = {} if method == "amortized" else dict(iterations=its, schedule=schedule, seed=seed,
                                                         learning_rate=learning_rate, eval_every=eval_every,
                                                         progress=False)
+        side_info = None
+        if method in BB_METHODS:
+            # bits-back needs side information to carry: random bytes, more than popping z consumes
+            side_info = np.random.default_rng([seed, zlib.crc32(os.path.basename(path).encode())]).bytes(side_info_bytes)
+            options = dict(iterations=its, seed=seed, side_info=side_info, bbvi_iterations=bbvi_iterations)
         t0 = time.perf_counter()
         result = codec.compress(model, x, method=method, **options)
         encode_seconds = time.perf_counter() - t0
         decoded = codec.decompress_details(result.data, model)
         rec = dict(model=getattr(model, "zoo_name", "unnamed"), fingerprint=fingerprint,
                    image=os.path.basename(path), height=result.height, width=result.width, method=method,
-                   iterations=its, schedule=sched, seed=seed if its else 0, learning_rate=lr,
+                   iterations=its, schedule=sched, seed=seed if (its or method in BB_METHODS) else 0,
+                   learning_rate=lr,
                    lmbda=result.lmbda, bits=result.bits, payload_bits=result.payload_bits,
                    estimated_bits=result.estimated_bits, bpp=result.bpp, estimated_bpp=result.estimated_bpp,
                    mse=result.mse, psnr=result.psnr,
@@ -101,6 +118,14 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
                    decoded_exactly=bool(np.array_equal(decoded.image, result.reconstruction)
                                         and np.array_equal(decoded.y_symbols, result.y_symbols)),
                    machine=machine_description())
+        if side_info is not None:
+            e = result.extra
+            rec.update(side_info_bits=e["side_info_bits"], net_bits=e["net_bits"],
+                       net_bpp=e["net_bits"] / result.num_pixels, estimated_bits=e["estimated_net_bits"],
+                       estimated_bpp=e["estimated_net_bits"] / result.num_pixels, bits_y=e["bits_y"],
+                       bits_z=e["bits_z"], bits_back=e["bits_back"], pad_words=e["pad_words"],
+                       bbvi_iterations=e["bbvi_iterations"], side_info_recovered=decoded.side_info == side_info)
+            rec["loss"] = rec["net_bpp"] + result.lmbda * result.mse
         if keep_trace and "trace" in result.extra:
             rec["trace"] = [dict(step=t["step"], tau=t["tau"], loss=t["loss"][0],
                                  relaxed_loss=None if t["relaxed_loss"] is None else t["relaxed_loss"][0],

@@ -1,0 +1,46 @@
+"""Tests of the resumable evaluation runner."""
+import json
+import os
+
+from tfc_inference import evaluate
+from tests import helpers
+
+
+class EvaluateTest(helpers.TestCase):
+
+    def test_records_resume_and_bits_back_accounting(self):
+        folder = helpers.fresh_dir("eval_images")
+        for i, (top, left) in enumerate([(0, 0), (200, 300)]):
+            with open(os.path.join(folder, f"img{i}.png"), "wb") as f:
+                f.write(helpers.encode_image(helpers.kodak_crop(40, 72, top, left)))
+        paths = [os.path.join(folder, n) for n in sorted(os.listdir(folder))]
+        cache = os.path.join(helpers.fresh_dir("eval_cache"), "cache.jsonl")
+        model = helpers.shared_model("hyperprior", trained=True)
+        records = evaluate.run(model, paths, ["amortized", "sga"], cache, iterations=4, eval_every=2,
+                               progress=False)
+        self.assertEqual(len(records), 4)
+        for r in records:
+            self.assertTrue(r["decoded_exactly"])
+            self.assertEqual(r["bits"] % 8, 0)
+            self.assertNear(r["bpp"], r["bits"] / (40 * 72), 1e-12)
+            self.assertNear(r["loss"], r["estimated_bpp"] + r["lmbda"] * r["mse"], 1e-9)
+        self.assertEqual([t["step"] for t in [r for r in records if r["method"] == "sga"][0]["trace"]], [0, 2, 4])
+        with open(cache) as f:
+            lines = f.readlines()
+        # a second run finds everything in the cache; a torn last line (killed while writing) is ignored
+        with open(cache, "a") as f:
+            f.write('{"torn": ')
+        again = evaluate.run(model, paths, ["amortized", "sga"], cache, iterations=4, eval_every=2,
+                             progress=False)
+        self.assertEqual([json.dumps(r, sort_keys=True) for r in again],
+                         [json.dumps(r, sort_keys=True) for r in records])
+        with open(cache) as f:
+            self.assertEqual(len(f.readlines()), len(lines) + 1)
+
+        bb = helpers.tiny_model("bitsback", seed=5, name="tiny-bb-eval")
+        bb_records = evaluate.run(bb, paths[:1], ["bb-amortized"], cache, bbvi_iterations=5,
+                                  side_info_bytes=3000, progress=False)
+        r = bb_records[0]
+        self.assertTrue(r["side_info_recovered"])
+        self.assertEqual(r["side_info_bits"], 3000 * 8)
+        self.assertEqual(r["net_bits"], r["bits"] - 3000 * 8)
