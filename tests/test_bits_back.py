@@ -131,3 +131,43 @@ class BitsBackCLITest(helpers.TestCase):
         with contextlib.redirect_stderr(err):
             self.assertEqual(cli.main(["compress", image, "-o", tfci, "--model", folder, "--side-info", side]), 1)
         self.assertIn("bits-back method", err.getvalue())
+
+
+class FreshProcessDecodeTest(helpers.TestCase):
+
+    def test_side_information_lengths_recovered_in_a_fresh_process(self):
+        import os
+        import subprocess
+        import sys
+        from tfc_inference import zoo
+        model = helpers.tiny_model("bitsback", seed=6)
+        helpers.briefly_train(model, steps=60, learning_rate=3e-3)
+        folder = os.path.join(helpers.fresh_dir("bbfresh"), "tiny-bb-fresh")
+        zoo.save_checkpoint(model, folder)
+        model = zoo.load_model(folder)
+        work = helpers.fresh_dir("bbfresh_io")
+        rng = np.random.default_rng(11)
+        cases = []
+        for i, (top, left) in enumerate([(0, 0), (300, 500)]):
+            image = helpers.kodak_crop(48, 80, top, left)
+            for n in (0, 1, 17, 1000, 10_000):
+                side = rng.bytes(n)
+                r = codec.compress(model, image, method="bb-no-sga", side_info=side, bbvi_iterations=15)
+                path = os.path.join(work, f"img{i}_{n}.tfci")
+                with open(path, "wb") as f:
+                    f.write(r.data)
+                with open(path + ".side", "wb") as f:
+                    f.write(side)
+                cases.append(path)
+        script = ("import sys, tfc_inference as t\n"
+                  "for p in sys.argv[2:]:\n"
+                  "    d = t.decompress_details(open(p, 'rb').read(), t.load_model(sys.argv[1]))\n"
+                  "    assert d.side_info is not None, d.side_info_error\n"
+                  "    open(p + '.out', 'wb').write(d.side_info)\n")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        done = subprocess.run([sys.executable, "-c", script, folder] + cases, env=env, capture_output=True,
+                              text=True, timeout=600)
+        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+        for path in cases:
+            with open(path + ".side", "rb") as a, open(path + ".out", "rb") as b:
+                self.assertEqual(a.read(), b.read(), path)
