@@ -19,3 +19,21 @@ class BenchmarkTest(helpers.TestCase):
         text = benchmark.markdown(report, "tiny", "test machine")
         self.assertIn("| one SGA step |", text)
         self.assertIn("GFLOP/s", text)
+
+    def test_flop_counts_match_hand_computation(self):
+        import tensorflow as tf
+        conv = tf.keras.layers.Conv2D(8, 5, strides=2, padding="same")
+        x = tf.zeros([1, 64, 32, 3])
+        y = conv(x)
+        self.assertEqual(benchmark.layer_flops(conv, x.shape, y.shape), 2 * 32 * 16 * 25 * 3 * 8)
+        deconv = tf.keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same")
+        y2 = deconv(y)
+        self.assertEqual(tuple(y2.shape), (1, 64, 32, 4))
+        # transposed: per input position, not per (4x larger) output position
+        self.assertEqual(benchmark.layer_flops(deconv, y.shape, y2.shape), 2 * 32 * 16 * 9 * 8 * 4)
+        model = helpers.shared_model("hyperprior", trained=True)
+        flops = benchmark.model_flops(model, 64, 128)
+        self.assertEqual(set(flops), {"analysis", "hyper_analysis", "hyper_synthesis", "synthesis"})
+        # analysis and synthesis mirror each other except for the GDN/IGDN placement: same order of magnitude
+        self.assertGreater(flops["synthesis"], 0.5 * flops["analysis"])
+        self.assertLess(flops["synthesis"], 2.0 * flops["analysis"])

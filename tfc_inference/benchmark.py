@@ -49,6 +49,48 @@ def graph_flops(concrete_function) -> Optional[float]:
     return float(info.total_float_ops) if info is not None else None
 
 
+def layer_flops(layer, in_shape, out_shape) -> float:
+    """Useful floating-point operations of one layer (multiply and add counted as 2).
+
+    Convolutions count 2 k^2 C_in C_out per output position, transposed convolutions the same per *input*
+    position (the zeros a dense implementation would multiply are not counted), GDN its 1x1 channel mixing.
+    """
+    if isinstance(layer, tf.keras.layers.Conv2DTranspose):
+        kh, kw = layer.kernel_size
+        return 2.0 * np.prod(in_shape[:-1]) * kh * kw * in_shape[-1] * out_shape[-1]
+    if isinstance(layer, tf.keras.layers.Conv2D):
+        kh, kw = layer.kernel_size
+        return 2.0 * np.prod(out_shape[:-1]) * kh * kw * in_shape[-1] * out_shape[-1]
+    if type(layer).__name__ == "GDN":
+        return 2.0 * np.prod(in_shape) * in_shape[-1]
+    return 0.0
+
+
+def transform_flops(transform: tf.keras.Sequential, input_shape) -> float:
+    """Useful FLOPs of one forward pass of a Sequential transform on an input of ``input_shape``."""
+    x = tf.zeros(input_shape)
+    total = 0.0
+    for layer in transform.layers:
+        y = layer(x)
+        total += layer_flops(layer, x.shape, y.shape)
+        x = y
+    return total
+
+
+def model_flops(model, height: int, width: int) -> Dict[str, float]:
+    """Useful forward FLOPs of each transform of ``model`` for one ``height`` x ``width`` image (multiples of 64).
+
+    A training or SGA step's backward pass costs about twice its forward pass, so one step is ~3x forward.
+    """
+    c = model.config
+    y_shape = [1, height // 16, width // 16, c.latent_channels]
+    z_shape = [1, height // 64, width // 64, c.hyper_latent_channels]
+    return {"analysis": transform_flops(model.analysis_transform, [1, height, width, 3]),
+            "hyper_analysis": transform_flops(model.hyper_analysis_transform, y_shape),
+            "hyper_synthesis": transform_flops(model.hyper_synthesis_transform, z_shape),
+            "synthesis": transform_flops(model.synthesis_transform, y_shape)}
+
+
 def run(model, image: np.ndarray, bits_back_model=None, steps: int = 10, batch: int = 4) -> Dict[str, object]:
     """Runs every measurement; returns a dict of rows (name -> seconds) and figures."""
     from tfc_inference import codec, inference
@@ -98,7 +140,10 @@ def run(model, image: np.ndarray, bits_back_model=None, steps: int = 10, batch: 
             total = tf.reduce_sum(loss)
         return tape.gradient(total, [u_y, u_z])
 
-    flops = graph_flops(one_step.get_concrete_function(x, y, z))
+    profiler_flops = graph_flops(one_step.get_concrete_function(x, y, z))
+    # useful work of one SGA step: h_s and g_s forward, and their backward pass (~2x forward)
+    fl = model_flops(model, int(x.shape[1]), int(x.shape[2]))
+    flops = 3.0 * (fl["hyper_synthesis"] + fl["synthesis"])
     peak = matmul_gflops()
 
     # batched SGA throughput: `batch` copies of the image in one call vs one at a time
@@ -111,6 +156,7 @@ def run(model, image: np.ndarray, bits_back_model=None, steps: int = 10, batch: 
     figures = {
         "image": f"{w}x{h}",
         "sga_flops_per_step": flops,
+        "sga_profiler_flops_per_step": profiler_flops,
         "sga_gflops_per_second": None if flops is None else flops / rows["one SGA step"] / 1e9,
         "matmul_gflops_per_second": peak,
         "batch": batch,
@@ -150,7 +196,11 @@ def markdown(report: Dict[str, object], model_name: str, machine: str) -> str:
         lines.append(f"- SGA step: {fig['sga_flops_per_step'] / 1e9:.1f} GFLOP, "
                      f"{fig['sga_gflops_per_second']:.1f} GFLOP/s = "
                      f"{100 * fig['sga_gflops_per_second'] / fig['matmul_gflops_per_second']:.0f}% of the measured "
-                     f"float32 matmul rate ({fig['matmul_gflops_per_second']:.1f} GFLOP/s).")
+                     f"float32 matmul rate ({fig['matmul_gflops_per_second']:.1f} GFLOP/s). FLOPs are the useful "
+                     f"work of h_s and g_s, forward and backward (3x forward)"
+                     + (f"; TF's profiler counts {fig['sga_profiler_flops_per_step'] / 1e9:.1f} GFLOP for the step "
+                        "graph, as it counts transposed convolutions densely (zeros included)."
+                        if fig.get("sga_profiler_flops_per_step") else "."))
     lines.append(f"- SGA (2000 steps) images/hour: {fig['sga_images_per_hour_single']:.1f} one at a time, "
                  f"{fig['sga_images_per_hour_batched']:.1f} in batches of {fig['batch']}.")
     lines.append(f"- Peak memory (RSS): {fig['peak_memory_mib']:.0f} MiB.")

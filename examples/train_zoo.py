@@ -1,0 +1,134 @@
+"""Runs or resumes the plan that trains the model zoo shipped in ``checkpoints/``.
+
+The plan is a list of stages; each trains one model up to a step count (``tfc-inference train`` with ``--resume``),
+evaluates it amortized on Kodak (real files) and exports weights + ``config.json`` to ``checkpoints/<name>``.
+In-progress state lives in the git-ignored ``runs/<name>/ckpt`` (saved every few minutes and on SIGTERM), so a
+killed stage resumes at its last saved step; a stage whose exported checkpoint already has its step count is
+skipped. A stage is one chunk: commit its exported weights when it ends, and at most one chunk can be lost.
+
+Phases raise the step counts of the same models (later phases resume the runs of earlier ones):
+
+    python examples/train_zoo.py --data ../shared/data/train --phase 1     # quick zoo, ~1.5 h on 2 cores
+    python examples/train_zoo.py --data ../shared/data/train --phase 2     # longer training, many CPU-hours
+    python examples/train_zoo.py --list                                    # what is done and what remains
+    python examples/train_zoo.py --paper-config                            # the paper's GPU-scale settings
+
+Base hyperpriors other than lambda 0.01 start from ``hyperprior-mse-0.01`` (``--init-from``); each bits-back model
+starts from the base model of its lambda.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+# Architecture chosen for CPU training (see checkpoints/README.md); the paper uses 192 / 192 (M3) on a GPU.
+ARCH = dict(num_filters=64, latent_channels=96, hyper_filters=64, hyper_latent_channels=64)
+LAMBDAS = [0.0025, 0.005, 0.01, 0.02, 0.04]
+BASE_LAMBDA = 0.01
+
+
+@dataclasses.dataclass
+class Stage:
+    name: str
+    kind: str
+    lmbda: float
+    steps: Dict[int, int]          # phase -> total steps reached at the end of that phase
+    learning_rate: float
+    init_from: Optional[str] = None
+    batch_size: int = 4
+    crop: int = 256
+
+    def steps_for(self, phase: int) -> int:
+        return max(s for p, s in self.steps.items() if p <= phase)
+
+
+def _name(kind: str, lmbda: float) -> str:
+    return f"{'hyperprior' if kind == 'hyperprior' else 'bitsback'}-mse-{lmbda:g}"
+
+
+def plan() -> List[Stage]:
+    """Stages in dependency order: the base model, its fine-tunes to the other lambdas, then bits-back models."""
+    base = _name("hyperprior", BASE_LAMBDA)
+    stages = [Stage(base, "hyperprior", BASE_LAMBDA, {1: 16_000, 2: 60_000}, 2e-4)]
+    for lmbda in LAMBDAS:
+        if lmbda != BASE_LAMBDA:
+            stages.append(Stage(_name("hyperprior", lmbda), "hyperprior", lmbda, {1: 3_000, 2: 20_000}, 2e-4,
+                                init_from=base))
+    for lmbda in LAMBDAS:
+        stages.append(Stage(_name("bitsback", lmbda), "bitsback", lmbda, {1: 2_000 if lmbda != BASE_LAMBDA
+                                                                          else 3_000, 2: 10_000}, 1e-4,
+                            init_from=_name("hyperprior", lmbda)))
+    return stages
+
+
+def exported_steps(name: str, checkpoints: Path) -> int:
+    try:
+        with open(checkpoints / name / "config.json") as f:
+            return int(json.load(f).get("training", {}).get("steps", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", nargs="+", default=[str(REPO.parent / "shared/data/train/wikipedia_photos"),
+                                                  str(REPO.parent / "shared/data/train/bsds500/train")],
+                   help="training image folders")
+    p.add_argument("--kodak", default=str(REPO.parent / "shared/data/kodak"), help="Kodak folder for evaluation")
+    p.add_argument("--phase", type=int, default=1, help="train every stage up to this phase's step count")
+    p.add_argument("--only", help="comma-separated model names to restrict the plan to")
+    p.add_argument("--work-dir", default=str(REPO / "runs"), help="in-progress runs (git-ignored)")
+    p.add_argument("--checkpoints", default=str(REPO / "checkpoints"), help="where finished models are exported")
+    p.add_argument("--list", action="store_true", help="print the plan and its state, train nothing")
+    p.add_argument("--paper-config", action="store_true", help="print the paper's GPU-scale training settings")
+    args = p.parse_args()
+
+    if args.paper_config:
+        print("Paper scale (GPU), per lambda in {0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08}:\n"
+              "  tfc-inference train --name hyperprior-mse-<lambda> --lambda <lambda> --num-filters 192 "
+              "--latent-channels 192 --hyper-filters 192 --hyper-latent-channels 192 --batch-size 8 --crop 256 "
+              "--learning-rate 1e-4 --steps 2000000 --data <CLIC/ImageNet-size photo set>\n"
+              "  (the paper's models: 192 filters, 192 latents below lambda 0.02 and 256 above, 1-3M steps)\n"
+              "  bits-back: the same with --kind bitsback --init-from hyperprior-mse-<lambda>")
+        return 0
+
+    from tfc_inference.train import TrainOptions, train
+
+    checkpoints = Path(args.checkpoints)
+    os.environ["TFC_INFERENCE_CHECKPOINTS"] = str(checkpoints)  # --init-from names resolve here first
+    stages = plan()
+    if args.only:
+        wanted = set(args.only.split(","))
+        stages = [s for s in stages if s.name in wanted]
+    for stage in stages:
+        target = stage.steps_for(args.phase)
+        done = exported_steps(stage.name, checkpoints)
+        state = "done" if done >= target else f"exported at {done}" if done else "to do"
+        print(f"{stage.name:24s} {stage.kind:10s} lambda {stage.lmbda:<7g} steps {target:>7d}  {state}")
+    if args.list:
+        return 0
+    for stage in stages:
+        target = stage.steps_for(args.phase)
+        if exported_steps(stage.name, checkpoints) >= target:
+            continue
+        if stage.init_from and exported_steps(stage.init_from, checkpoints) == 0:
+            print(f"skipping {stage.name}: {stage.init_from} is not trained yet", file=sys.stderr)
+            continue
+        print(f"== {stage.name}: training to step {target}", flush=True)
+        train(TrainOptions(name=stage.name, data=args.data, steps=target, lmbda=stage.lmbda, kind=stage.kind,
+                           batch_size=stage.batch_size, crop=stage.crop, learning_rate=stage.learning_rate,
+                           work_dir=args.work_dir, output=str(checkpoints), resume=True,
+                           init_from=stage.init_from,
+                           eval_dir=args.kodak, eval_images=24, progress=False, log_every=500,
+                           save_every=180.0, **ARCH))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
