@@ -40,7 +40,9 @@ class RoundTripTest(helpers.TestCase):
         self.assertAllClose(result.psnr, helpers.psnr(details.image, image), rtol=1e-9)
         self.assertEqual(result.bits, 8 * len(result.data))
         _, streams = container.unpack(result.data)
-        self.assertEqual(result.payload_bits, 8 * sum(map(len, streams)))
+        self.assertEqual(result.payload_bits, 8 * (len(streams[0]) + len(streams[1])))  # z, y (not the guard)
+        self.assertLen(streams, 3)
+        self.assertTrue(details.exact)
         self.assertAllClose(result.bpp, 8 * len(result.data) / (h * w))
         self.assertAllClose(result.rd_loss, result.bpp + model.config.lmbda * mse)
         self.assertEqual(codec.decompress(result.data, model).shape, (h, w, 3))
@@ -146,10 +148,12 @@ class InputFormsTest(helpers.TestCase):
 
 
 def _expected_overhead(result):
-    """Header + CRC bytes of the documented layout, for this file's name, size and stream lengths."""
+    """Header + CRC bytes of the documented layout, for this file's name, size and stream lengths, plus the
+    version-2 guard stream (everything but the z and y streams)."""
     header, streams = container.unpack(result.data)
     return (4 + 3 + len(header.model_name.encode()) + 8 + len(helpers.leb128(header.height))
-            + len(helpers.leb128(header.width)) + 1 + sum(len(helpers.leb128(len(s))) for s in streams) + 4)
+            + len(helpers.leb128(header.width)) + 1 + sum(len(helpers.leb128(len(s))) for s in streams) + 4
+            + sum(len(s) for s in streams[2:]))
 
 
 class RateTest(helpers.TestCase):
@@ -177,7 +181,9 @@ class RateTest(helpers.TestCase):
         header = codec.read_header(result.data)
         self.assertEqual(header.model_name, "unnamed")
         overhead = len(result.data) - result.payload_bits // 8
-        self.assertLess(overhead, 64)
+        guard = len(container.unpack(result.data)[1][2])
+        self.assertLess(overhead - guard, 64)
+        self.assertEqual(guard, result.extra["guard_bytes"])
         self.assertEqual(overhead, _expected_overhead(result))
 
 
@@ -257,7 +263,10 @@ class DamagedFileTest(helpers.TestCase):
     def test_valid_crc_but_inconsistent(self):
         header, streams = container.unpack(self.data)
         self._expect_bitstream_error(container.pack(header, streams + [b""]), CorruptBitstreamError)
+        self._expect_bitstream_error(container.pack(header, streams[:2]), CorruptBitstreamError)
         self._expect_bitstream_error(container.pack(header, streams[:1]), CorruptBitstreamError)
+        self._expect_bitstream_error(container.pack(dataclasses.replace(header, version=1), streams),
+                                     CorruptBitstreamError)
         # a bits-back method in the header of a file written by (and decoded with) a non-bits-back model
         for method in ("sga+bb", "bb-no-sga", "bb-amortized"):
             self._expect_bitstream_error(container.pack(dataclasses.replace(header, method=method), streams))
@@ -269,7 +278,7 @@ class DamagedFileTest(helpers.TestCase):
         rng = np.random.default_rng(0)
         garbage = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (0, 1, 7, 300)]
         for z_stream, y_stream in [(streams[0], g) for g in garbage] + [(g, streams[1]) for g in garbage]:
-            data = container.pack(header, [z_stream, y_stream])
+            data = container.pack(header, [z_stream, y_stream, streams[2]])
             try:
                 image = codec.decompress(data, self.model)
             except BitstreamError:

@@ -20,17 +20,21 @@ def _header(**kw):
 
 
 class LayoutTest(helpers.TestCase):
-    """The bytes ``pack`` writes are the documented format-1 layout."""
+    """The bytes ``pack`` writes are the documented layout (format version 2 by default, 1 on request)."""
 
     def test_pack_matches_documented_layout(self):
         streams = [b"zz", b"y" * 200]
         data = container.pack(_header(method="map", model_name="abc", height=300, width=5), streams)
         expected = helpers.craft_container(streams, method_id=helpers.METHOD_NAMES.index("map"), name=b"abc",
-                                           fingerprint=FP, height=300, width=5)
+                                           fingerprint=FP, height=300, width=5, version=2)
         self.assertEqual(data, expected)
+        v1 = container.pack(_header(method="map", model_name="abc", height=300, width=5, version=1), streams)
+        self.assertEqual(v1, helpers.craft_container(streams, method_id=helpers.METHOD_NAMES.index("map"),
+                                                     name=b"abc", fingerprint=FP, height=300, width=5))
+        self.assertEqual(container.unpack(v1)[0].version, 1)
         # a few fields checked by hand as well
         self.assertEqual(data[:4], b"TFCI")
-        self.assertEqual(data[4], 1)
+        self.assertEqual(data[4], 2)
         self.assertEqual(data[5], 2)
         self.assertEqual(data[6], 3)
         self.assertEqual(data[7:10], b"abc")
@@ -63,7 +67,8 @@ class RoundTripTest(helpers.TestCase):
         cases = [
             (_header(), [b"a", b"bc"]),
             (_header(method="bb-amortized", model_name="ü-model", height=1, width=1), [b""]),
-            (_header(method="sga", height=32768, width=1024), [b"\x00" * 20000, b"", b"\xff" * 129]),
+            (_header(method="sga", height=32768, width=512), [b"\x00" * 20000, b"", b"\xff" * 129]),
+            (_header(method="sga", version=1), [b"z", b"y"]),
             (_header(model_name="x" * 64), [bytes([i]) * i for i in range(8)]),
         ]
         for header, streams in cases:
@@ -80,7 +85,8 @@ class RoundTripTest(helpers.TestCase):
         header, streams = container.unpack(data)
         self.assertEqual((header.height, header.width, header.method), (64, 96, "amortized"))
         self.assertEqual(header.model_name, "tiny-hyperprior-untrained-0")
-        self.assertLen(streams, 2)
+        self.assertLen(streams, 3)  # z, y and (version 2) the guard
+        self.assertEqual(header.version, 2)
         self.assertEqual(container.pack(header, streams), data)
 
     def test_pack_rejects_invalid_headers(self):
@@ -160,11 +166,11 @@ class DamageTest(helpers.TestCase):
             self.assertBitstreamError(bad, NotATFCIFileError)
 
     def test_other_version(self):
-        for version in (0, 2, 255):
+        for version in (0, 3, 255):
             data = helpers.craft_container([b"ab"], version=version)
             self.assertBitstreamError(data, UnsupportedVersionError)
         # a newer version is reported even if the rest of the file is in a layout we cannot parse
-        self.assertBitstreamError(b"TFCI\x02\x00\x00", UnsupportedVersionError)
+        self.assertBitstreamError(b"TFCI\x03\x00\x00", UnsupportedVersionError)
 
     def test_absurd_shapes_with_valid_crc(self):
         for h, w in [(30000, 30000), (32768, 32768), (1 << 20, 1), (1, 1 << 30), (0, 10), (10, 0), (6000, 6000)]:
@@ -178,8 +184,10 @@ class DamageTest(helpers.TestCase):
             self.assertLess(peak, 1 << 20, msg=f"{h}x{w}")
 
     def test_largest_allowed_shape(self):
-        header, _ = container.unpack(helpers.craft_container([b"zz"], height=32768, width=1024))
-        self.assertEqual((header.height, header.width), (32768, 1024))
+        header, _ = container.unpack(helpers.craft_container([b"zz"], height=32768, width=512))
+        self.assertEqual((header.height, header.width), (32768, 512))
+        self.assertEqual(32768 * 512, container.MAX_PIXELS)
+        self.assertBitstreamError(helpers.craft_container([b"zz"], height=32768, width=513), CorruptBitstreamError)
 
     def test_malformed_varint_with_valid_crc(self):
         # six continuation bytes: not a valid 35-bit varint

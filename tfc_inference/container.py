@@ -1,12 +1,12 @@
 """The ``.tfci`` container: a versioned, checksummed wrapper around the entropy-coded streams.
 
-Layout of format version 1 (integers big-endian; ``varint`` = unsigned LEB128):
+Layout of format versions 1 and 2 (integers big-endian; ``varint`` = unsigned LEB128):
 
 ========  =====================  ==========================================================================
 bytes     field                  meaning
 ========  =====================  ==========================================================================
 4         magic                  ``b"TFCI"``
-1         version                container format version (1)
+1         version                container format version (2; version 1 files are still read)
 1         method                 index into :data:`METHODS` (how the encoder inferred the latents)
 1         name length n          1..64
 n         model name             zoo name of the model (UTF-8)
@@ -14,12 +14,22 @@ n         model name             zoo name of the model (UTF-8)
 varint    height, width          image size in pixels (1..32768 each, at most :data:`MAX_PIXELS` pixels)
 1         stream count S         1..8
 varint*S  stream lengths         byte length of each stream
-...       streams                the coded streams (for hyperprior methods: z stream, then y stream)
+...       streams                the coded streams (see below)
 4         CRC-32                 over every preceding byte
 ========  =====================  ==========================================================================
 
-For a 20-character model name and two streams the overhead is about 45 bytes.  The checksum detects truncation
-and accidental corruption before any stream reaches a range decoder.
+Streams.  Version 1: hyperprior methods ``[z, y]``, bits-back methods ``[meta, ans words]``.  Version 2 appends
+a third, *guard* stream (see :mod:`tfc_inference.codec`): a checksum of the entropy models the encoder used
+(hyperprior: the coding tables and every scale index; bits-back: the decoded latents), a checksum of the
+encoder's reconstruction, and (hyperprior) the scale indexes the encoder pinned because they lay within a
+hair of a rounding boundary.  It lets a decoder on other floating point numerics either decode exactly or say
+so, instead of returning garbage.  Version 2 files are refused by version 1 readers with a version error.
+
+Overhead: header + CRC-32 = 4 + 3 + n + 8 + 2..6 + 1 + S..2S + 4 bytes, i.e. 24 + n bytes for a Kodak-size image
+with two streams of a few kB (the CRC-32 itself is 4 bytes); the version 2 guard stream adds 14 bytes for
+hyperprior methods (three CRC-32s, pin count, its length field) plus about 2 bytes per pinned index, and 9 bytes
+for bits-back methods.  The CRC detects truncation and accidental corruption before any stream reaches a
+decoder, and every size field is checked before anything is allocated.
 """
 from __future__ import annotations
 
@@ -32,13 +42,17 @@ from tfc_inference.errors import (CorruptBitstreamError, NotATFCIFileError, Trun
                                   UnsupportedVersionError)
 
 MAGIC = b"TFCI"
-VERSION = 1
+#: Version written by :func:`pack` by default.
+VERSION = 2
+#: Versions :func:`unpack` reads.
+READABLE_VERSIONS = (1, 2)
 METHODS = ("amortized", "sga", "map", "ste", "uniform-noise", "deterministic-annealing",
            "sga+bb", "bb-no-sga", "bb-amortized")
 MAX_NAME = 64
 MAX_SIDE = 1 << 15
-#: Decoding memory grows with the image area; refuse headers (and images) beyond this many pixels.
-MAX_PIXELS = 1 << 25
+#: Coding memory grows with the image area (an amortized encode of 4000x3000 peaks at about 4.6 GB of RSS with
+#: the 64/96-channel zoo models); refuse headers (and images) beyond this many pixels (4096 x 4096).
+MAX_PIXELS = 1 << 24
 MAX_STREAMS = 8
 
 
@@ -49,6 +63,7 @@ class Header:
     fingerprint: bytes
     height: int
     width: int
+    version: int = VERSION
 
 
 def encode_varint(n: int) -> bytes:
@@ -102,7 +117,9 @@ def pack(header: Header, streams: List[bytes]) -> bytes:
     if not 1 <= len(streams) <= MAX_STREAMS:
         raise ValueError(f"1..{MAX_STREAMS} streams expected")
     check_shape(header.height, header.width)
-    parts = [MAGIC, struct.pack(">BBB", VERSION, METHODS.index(header.method), len(name)), name,
+    if header.version not in READABLE_VERSIONS:
+        raise ValueError(f"cannot write container version {header.version}")
+    parts = [MAGIC, struct.pack(">BBB", header.version, METHODS.index(header.method), len(name)), name,
              header.fingerprint, encode_varint(header.height), encode_varint(header.width), bytes([len(streams)])]
     parts += [encode_varint(len(s)) for s in streams]
     parts += list(streams)
@@ -122,9 +139,9 @@ def unpack(data: bytes) -> Tuple[Header, List[bytes]]:
     r = _Reader(data)
     r.take(4, "magic")
     version, method_id, name_len = struct.unpack(">BBB", r.take(3, "header"))
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         raise UnsupportedVersionError(f"container format version {version} is not supported (this release reads "
-                                      f"version {VERSION})")
+                                      f"versions {', '.join(map(str, READABLE_VERSIONS))})")
     # Everything after the version is covered by the checksum: verify it before trusting any field.
     if len(data) < r.pos + 4:
         raise TruncatedBitstreamError("file ends inside the header")
@@ -156,7 +173,7 @@ def unpack(data: bytes) -> Tuple[Header, List[bytes]]:
     streams = []
     for n in lengths:
         streams.append(r.take(n, "stream"))
-    return Header(METHODS[method_id], name, fingerprint, height, width), streams
+    return Header(METHODS[method_id], name, fingerprint, height, width, version), streams
 
 
 def _size_or_checksum_error(data: bytes, pos: int):

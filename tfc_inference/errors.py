@@ -37,6 +37,23 @@ class CorruptBitstreamError(BitstreamError):
     """The file's checksum or structure is inconsistent: it was damaged after writing."""
 
 
+class EntropyModelMismatchError(BitstreamError):
+    """The file is intact, but this decoder's entropy models (probability tables or the scale indexes computed
+    from the hyper-latents) differ from the encoder's, so the range decoder would return garbage.
+
+    Typical cause: different floating point numerics (another CPU, a GPU, other TensorFlow / oneDNN settings).
+    """
+
+
+class ImageTooLargeError(ImageError):
+    """The image (or the size a file declares) exceeds the stated pixel limit."""
+
+
+class InexactDecodeWarning(UserWarning):
+    """The entropy decoding was exact but the decoded image is not bit-identical to the encoder's reconstruction
+    (the synthesis transform ran on different floating point numerics)."""
+
+
 class ModelError(TFCInferenceError):
     """A model could not be found or loaded."""
 
