@@ -14,7 +14,8 @@ Subcommands::
 Errors the user can cause (missing or unreadable files, bad images or bitstreams, unknown models, bad training
 options) print one line ``tfc-inference: error: ...`` on stderr and exit with status 1; command-line usage errors
 exit with status 2.  Output files are written atomically (a temporary file in the same folder, then renamed), so a
-failed run never leaves a half-written output behind.
+failed run never leaves a half-written output behind, and ``compress`` / ``decompress`` never replace an existing
+file unless ``--force`` is given.
 """
 from __future__ import annotations
 
@@ -82,8 +83,11 @@ def _check_method_available(method: str) -> None:
                          f"installation does not have; use --method amortized")
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+def _write_atomic(path: str, data: bytes, force: bool = True) -> None:
+    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    ``force=False``: an existing ``path`` is never replaced (the temporary file is hard-linked into place, which
+    fails if ``path`` appeared meanwhile)."""
     path = os.fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
@@ -98,7 +102,19 @@ def _write_atomic(path: str, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
+        if force:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise _UserError(f"{path} exists; use --force to overwrite it") from None
+            except OSError:  # a file system without hard links: check, then rename
+                if os.path.lexists(path):
+                    raise _UserError(f"{path} exists; use --force to overwrite it") from None
+                os.replace(tmp, path)
+            else:
+                os.unlink(tmp)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -120,10 +136,12 @@ def _default_output(input_path: str, suffix: str) -> str:
     return out
 
 
-def _check_output_path(path: str) -> None:
-    """Fails early (before any slow work) when ``path`` cannot be written as a file."""
+def _check_output_path(path: str, force: bool = True) -> None:
+    """Fails early (before any slow work) when ``path`` cannot be written as a file (or exists, without force)."""
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    if not force and os.path.lexists(path):
+        raise _UserError(f"{path} exists; use --force to overwrite it")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(errno.ENOENT, "output folder does not exist", path)
@@ -147,7 +165,7 @@ def cmd_compress(args) -> int:
     _check_method_available(args.method)
     image = read_image(args.input)
     output = args.output or _default_output(args.input, ".tfci")
-    _check_output_path(output)
+    _check_output_path(output, args.force)
     model = _load_model(args.model)
     options = {}
     if args.method != "amortized":
@@ -171,7 +189,7 @@ def cmd_compress(args) -> int:
     t0 = time.perf_counter()
     result = codec.compress(model, image, method=args.method, **options)
     seconds = time.perf_counter() - t0
-    _write_atomic(output, result.data)
+    _write_atomic(output, result.data, args.force)
     if not args.quiet:
         print(f"{args.input} -> {output}: {len(result.data)} bytes, {result.bpp:.4f} bpp "
               f"(estimated {result.estimated_bpp:.4f}), PSNR {result.psnr:.2f} dB, {args.method}, {seconds:.2f} s")
@@ -188,19 +206,21 @@ def cmd_decompress(args) -> int:
     data = _read_bytes(args.input)
     header = codec.read_header(data)
     output = args.output or _default_output(args.input, ".png")
-    _check_output_path(output)
+    _check_output_path(output, args.force)
+    if args.side_info_out is not None:
+        _check_output_path(args.side_info_out, args.force)
     model = _load_model(args.model or header.model_name)
     t0 = time.perf_counter()
     result = codec.decompress_details(data, model)
     seconds = time.perf_counter() - t0
-    _write_atomic(output, _png_bytes(result.image))
+    _write_atomic(output, _png_bytes(result.image), args.force)
     if args.side_info_out is not None:
         if result.side_info is None:
             if header.method not in BB_METHODS:
                 raise _UserError(f"{args.input} is not a bits-back file: it carries no side information "
                                  f"(image written to {output})")
             raise _UserError(f"{result.side_info_error} (image written to {output})")
-        _write_atomic(args.side_info_out, result.side_info)
+        _write_atomic(args.side_info_out, result.side_info, args.force)
     if not args.quiet:
         print(f"{args.input} -> {output}: {header.width}x{header.height} pixels from {len(data)} bytes "
               f"({8 * len(data) / (header.width * header.height):.4f} bpp), model {header.model_name}, "
@@ -431,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--side-info-out)")
     p.add_argument("--bbvi-iterations", type=_positive_int, metavar="N",
                    help="bits-back methods: steps of reproducible BBVI (default 2000; the decoder reruns them)")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite the output file if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(func=cmd_compress)
 
@@ -441,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="zoo model name or checkpoint folder (default: the model named in the file)")
     p.add_argument("--side-info-out", metavar="FILE",
                    help="bits-back files: write the recovered side information to FILE")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite the output files if they exist")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(func=cmd_decompress)
 

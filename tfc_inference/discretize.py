@@ -11,6 +11,9 @@ f = floor(v) and r = v - f in [0, 1):
   (atanh arguments clipped to 1 - 1e-5), and sample the choice with the Gumbel-softmax relaxation at the same
   temperature: w = softmax((logits + g) / tau), g ~ Gumbel(0, 1)^2; the value is offset + f + w_up.
   As tau -> 0 the sample becomes hard: offset + round(v) with probability -> 1 (the nearer neighbour wins).
+  Other rounding-probability functions (linear, cosine, sigmoid-scaled logit) and three-class rounding plug in
+  through :mod:`~tfc_inference.rounding` (``SGA(rounding=..., three_class=...)``): the value is then the
+  Gumbel-softmax-weighted sum of the candidate grid points.
 * ``DeterministicAnnealing`` [A4]: the expectation of the same tempered rounding: offset + f + P(up).
 * ``MAP`` [A1]: u itself (continuous); rounded only at the end.
 * ``STE`` [A2]: offset + round(v), gradient passed straight through.
@@ -24,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 
 import tensorflow as tf
+
+from tfc_inference import rounding as rounding_lib
 
 ATANH_CLIP = 1.0 - 1e-5
 
@@ -67,29 +72,40 @@ class Discretizer:
     def __call__(self, u, offset, tau, seed):
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """Name plus non-default options (for records and progress bars)."""
+        return self.name
+
 
 @dataclasses.dataclass(frozen=True)
 class SGA(Discretizer):
+    """Stochastic Gumbel Annealing; ``rounding`` picks the rounding-probability function (default the paper's
+    atanh), ``three_class`` rounds among round(v) - 1, round(v), round(v) + 1 instead of floor / ceil."""
+
     name = "sga"
     uses_temperature = True
+    rounding: rounding_lib.RoundingFunction = dataclasses.field(default_factory=rounding_lib.Atanh)
+    three_class: bool = False
 
     def __call__(self, u, offset, tau, seed):
-        v = u - offset
-        f = tf.stop_gradient(tf.floor(v))
-        logits = sga_logits(v - f, tau)
+        base, steps, logits = rounding_lib.tempered_logits(self.rounding, u - offset, tau, self.three_class)
         w = tf.nn.softmax((logits + _gumbel(tf.shape(logits), seed)) / tau, axis=-1)
-        return offset + f + w[..., 1]
+        return offset + base + tf.reduce_sum(w * steps, axis=-1)
+
+    def describe(self) -> str:
+        return self.name + ("" if self.rounding.name == "atanh" and not self.three_class else
+                            f"[{self.rounding.spec()}{', 3-class' if self.three_class else ''}]")
 
 
 @dataclasses.dataclass(frozen=True)
-class DeterministicAnnealing(Discretizer):
+class DeterministicAnnealing(SGA):
+    """The expectation of SGA's tempered rounding instead of a Gumbel-softmax sample."""
+
     name = "deterministic-annealing"
-    uses_temperature = True
 
     def __call__(self, u, offset, tau, seed):
-        v = u - offset
-        f = tf.stop_gradient(tf.floor(v))
-        return offset + f + sga_round_up_probability(v - f, tau)
+        base, steps, logits = rounding_lib.tempered_logits(self.rounding, u - offset, tau, self.three_class)
+        return offset + base + tf.reduce_sum(tf.nn.softmax(logits, axis=-1) * steps, axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,9 +139,16 @@ class UniformNoise(Discretizer):
 DISCRETIZERS = {d.name: d for d in (SGA, DeterministicAnnealing, MAP, STE, UniformNoise)}
 
 
-def get(name: str) -> Discretizer:
+def get(name: str, rounding=None, three_class: bool = False) -> Discretizer:
+    """A discretizer by method name; ``rounding`` (a :mod:`~tfc_inference.rounding` spec) and ``three_class``
+    apply to the annealing methods (``sga``, ``deterministic-annealing``) only."""
     key = name.replace("_", "-").lower()
     try:
-        return DISCRETIZERS[key]()
+        cls = DISCRETIZERS[key]
     except KeyError:
         raise ValueError(f"unknown discretization method {name!r}; expected one of {sorted(DISCRETIZERS)}") from None
+    if issubclass(cls, SGA):
+        return cls(rounding=rounding_lib.get(rounding), three_class=bool(three_class))
+    if rounding is not None or three_class:
+        raise ValueError(f"--rounding / three-class rounding apply to sga and deterministic-annealing, not {key}")
+    return cls()

@@ -22,8 +22,8 @@ from tfc_inference.data import read_image
 
 
 def record_key(rec: Dict[str, Any]) -> tuple:
-    return (rec["fingerprint"], rec["image"], rec["method"], rec.get("iterations", 0), rec.get("schedule"),
-            rec.get("seed", 0), rec.get("learning_rate"))
+    return (rec["fingerprint"], rec["image"], rec.get("discretizer", rec["method"]), rec.get("iterations", 0),
+            rec.get("schedule"), rec.get("seed", 0), rec.get("learning_rate"))
 
 
 def load_cache(path: str) -> List[Dict[str, Any]]:
@@ -57,11 +57,22 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
+def _rounding_options(method: str, rounding, three_class: bool) -> Dict[str, Any]:
+    """The rounding options that apply to ``method`` (the annealing methods only)."""
+    if method in ("sga", "deterministic-annealing") and (rounding is not None or three_class):
+        return dict(rounding=rounding, three_class=three_class)
+    return {}
+
+
 def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: str, iterations: int = 2000,
         schedule: Optional[str] = None, seed: int = 0, learning_rate: Optional[float] = None, eval_every: int = 50,
         keep_trace: bool = True, progress: bool = True, bbvi_iterations: int = 2000,
-        side_info_bytes: int = 65536) -> List[Dict[str, Any]]:
+        side_info_bytes: int = 65536, rounding=None, three_class: bool = False) -> List[Dict[str, Any]]:
     """Evaluates every (image, method) pair not yet in ``cache_path``; returns all matching records.
+
+    ``schedule`` may be a name or a :class:`~tfc_inference.schedules.ExponentialSchedule`; ``rounding`` and
+    ``three_class`` choose the rounding distribution of ``sga`` / ``deterministic-annealing`` (recorded as
+    ``discretizer``, e.g. ``sga[cosine]``).
 
     Bits-back methods carry ``side_info_bytes`` random bytes; their records add the net rate (file minus side
     information) as ``net_bpp`` (and use it in ``loss``) and whether the side information came back exactly."""
@@ -77,25 +88,28 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
             its = 0 if method == "amortized" else iterations
             sched = None
             lr = None
+            variant = method
             if method in BB_METHODS:
                 sched, lr = f"bits-back(bbvi={bbvi_iterations})", None
                 if method != "sga+bb":
                     its = 0
             elif method != "amortized":
-                opt = get_optimizer(model, method, schedule, learning_rate, seed, its)
-                sched, lr = opt.schedule.name, opt.learning_rate
-            key = (fingerprint, os.path.basename(path), method, its, sched,
+                opt = get_optimizer(model, method, schedule, learning_rate, seed, its,
+                                    **_rounding_options(method, rounding, three_class))
+                sched, lr, variant = opt.schedule.name, opt.learning_rate, opt.discretizer.describe()
+            key = (fingerprint, os.path.basename(path), variant, its, sched,
                    seed if (its or method in BB_METHODS) else 0, lr)
             keys.append(key)
             if key not in done:
-                jobs.append((path, method, its, sched, lr, key))
+                jobs.append((path, method, its, sched, lr, variant, key))
     bar = tqdm(jobs, desc=f"evaluating {getattr(model, 'zoo_name', 'model')}", unit="run", disable=not progress)
-    for path, method, its, sched, lr, key in bar:
-        bar.set_postfix_str(f"{os.path.basename(path)} {method}")
+    for path, method, its, sched, lr, variant, key in bar:
+        bar.set_postfix_str(f"{os.path.basename(path)} {variant}")
         x = read_image(path)
         options = {} if method == "amortized" else dict(iterations=its, schedule=schedule, seed=seed,
                                                         learning_rate=learning_rate, eval_every=eval_every,
-                                                        progress=False)
+                                                        progress=False,
+                                                        **_rounding_options(method, rounding, three_class))
         side_info = None
         if method in BB_METHODS:
             # bits-back needs side information to carry: random bytes, more than popping z consumes
@@ -107,6 +121,7 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
         decoded = codec.decompress_details(result.data, model)
         rec = dict(model=getattr(model, "zoo_name", "unnamed"), fingerprint=fingerprint,
                    image=os.path.basename(path), height=result.height, width=result.width, method=method,
+                   discretizer=variant,
                    iterations=its, schedule=sched, seed=seed if (its or method in BB_METHODS) else 0,
                    learning_rate=lr,
                    lmbda=result.lmbda, bits=result.bits, payload_bits=result.payload_bits,

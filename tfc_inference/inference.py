@@ -50,9 +50,9 @@ class LatentOptimizer:
     """Runs one discretizer + schedule on a model; reusable across images (compiled once per image size)."""
 
     def __init__(self, model, method: str = "sga", schedule: Union[str, schedules.ExponentialSchedule, None] = None,
-                 learning_rate: Optional[float] = None, seed: int = 0):
+                 learning_rate: Optional[float] = None, seed: int = 0, rounding=None, three_class: bool = False):
         self.model = model
-        self.discretizer = discretize.get(method)
+        self.discretizer = discretize.get(method, rounding, three_class)
         self.schedule = schedules.get(schedule)
         self.learning_rate = float(learning_rate if learning_rate is not None
                                    else self.discretizer.default_learning_rate)
@@ -146,7 +146,7 @@ class LatentOptimizer:
         best_y, best_z = u_y, u_z
         t0 = time.perf_counter()
         compute_seconds = 0.0
-        bar = tqdm(total=iterations, desc=self.discretizer.name, unit="it", disable=(progress is False),
+        bar = tqdm(total=iterations, desc=self.discretizer.describe(), unit="it", disable=(progress is False),
                    leave=False, dynamic_ncols=True)
 
         def evaluate(step, relaxed):
@@ -180,7 +180,7 @@ class LatentOptimizer:
         bar.close()
         final_y, final_z = (best_y, best_z) if keep_best else (state[0], state[1])
         y_hat, z_hat = self.discrete_latents(final_y, final_z)
-        info = dict(method=self.discretizer.name, schedule=self.schedule.name, learning_rate=self.learning_rate,
+        info = dict(method=self.discretizer.name, discretizer=self.discretizer.describe(), schedule=self.schedule.name, learning_rate=self.learning_rate,
                     seed=self.seed, iterations=iterations, eval_every=eval_every, keep_best=keep_best,
                     seconds=time.perf_counter() - t0,
                     seconds_per_iteration=compute_seconds / iterations if iterations else 0.0,
@@ -192,23 +192,27 @@ _OPTIMIZERS: Dict[Tuple, LatentOptimizer] = {}
 
 
 def get_optimizer(model, method: str, schedule=None, learning_rate: Optional[float] = None,
-                  seed: int = 0, iterations: int = DEFAULT_ITERATIONS) -> LatentOptimizer:
+                  seed: int = 0, iterations: int = DEFAULT_ITERATIONS, rounding=None,
+                  three_class: bool = False) -> LatentOptimizer:
     """A cached :class:`LatentOptimizer` (its compiled loop is reused for every image of the same size)."""
     sched = schedules.get(schedule, iterations)
-    key = (id(model), method, sched, learning_rate, seed)
+    key = (id(model), discretize.get(method, rounding, three_class), sched, learning_rate, seed)
     if key not in _OPTIMIZERS:
-        _OPTIMIZERS[key] = LatentOptimizer(model, method, sched, learning_rate, seed)
+        _OPTIMIZERS[key] = LatentOptimizer(model, method, sched, learning_rate, seed, rounding, three_class)
     return _OPTIMIZERS[key]
 
 
 def infer(model, x_padded: tf.Tensor, method: str = "sga", valid_shape: Optional[Tuple[int, int]] = None,
           iterations: int = DEFAULT_ITERATIONS, schedule=None, learning_rate: Optional[float] = None, seed: int = 0,
           eval_every: int = DEFAULT_EVAL_EVERY, keep_best: Optional[bool] = None,
-          progress: Optional[bool] = None) -> InferenceResult:
-    """Iterative inference for the codec: one padded image or a batch [B, H, W, 3] of the same size."""
+          progress: Optional[bool] = None, rounding=None, three_class: bool = False) -> InferenceResult:
+    """Iterative inference for the codec: one padded image or a batch [B, H, W, 3] of the same size.
+
+    ``rounding`` (``atanh``, ``linear``, ``cosine``, ``sigmoid_logit(a=...)``) and ``three_class`` choose SGA's
+    rounding distribution (:mod:`~tfc_inference.rounding`)."""
     if valid_shape is None:
         valid_shape = tuple(x_padded.shape[1:3])
-    opt = get_optimizer(model, method, schedule, learning_rate, seed, int(iterations))
+    opt = get_optimizer(model, method, schedule, learning_rate, seed, int(iterations), rounding, three_class)
     return opt.run(x_padded, valid_shape, iterations=int(iterations), eval_every=eval_every, keep_best=keep_best,
                    progress=progress)
 
