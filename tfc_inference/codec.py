@@ -21,8 +21,10 @@ decoder would return garbage.  Two measures:
 * *guard*: a CRC-32 over the coding tables and every (pinned) scale index, checked before the y stream is
   decoded, raises :class:`~tfc_inference.errors.EntropyModelMismatchError` instead of decoding garbage; a CRC-32
   of the encoder's reconstruction tells whether the decoded image is bit-identical (if not, only the synthesis
-  numerics differed: :class:`~tfc_inference.errors.InexactDecodeWarning`).  Bits-back files carry a CRC of
-  the latents instead (their y coder uses continuous scales, which cannot be pinned).
+  numerics differed: :class:`~tfc_inference.errors.InexactDecodeWarning`).  Bits-back files can carry a CRC
+  of the latents instead (their y coder uses continuous scales, which cannot be pinned), but by default do not
+  (:data:`BITS_BACK_GUARD`): on other numerics their image may be garbage; only the side information is
+  guarded (by the q checksum of :mod:`tfc_inference.bits_back`).
 
 Guard stream layout (hyperprior methods): CRC-32 of (z CDF table, z CDF offsets, y CDF table, y CDF offsets,
 scale indexes as bytes), CRC-32 of the latents (4 z_hat and y symbols as int32: catches a payload altered before
@@ -52,6 +54,10 @@ BB_METHODS = ("sga+bb", "bb-no-sga", "bb-amortized")
 #: Scale indexes whose float value lies closer than this to an interior integer are pinned (container v2).
 #: Measured encoder/decoder differences with oneDNN on vs off are ~2e-5 (examples/results/reliability).
 PIN_MARGIN = 1e-4
+#: Whether version 2 bits-back files get a guard stream (a third stream: CRC of the latents and of the image).
+#: Off by default: bits-back files keep their two streams (``[meta, ans words]``, which other code and tests
+#: unpack); the decoder reads bits-back files with or without the guard.
+BITS_BACK_GUARD = False
 
 ModelLike = Union[str, Any]
 
@@ -381,7 +387,7 @@ def _compress_bits_back(model, x, x_padded, method, t0, container_version: int, 
     header = container.Header(method, model_name(model), model.fingerprint(), height, width, container_version)
     x_hat = reconstruct(model, enc.y_hat, height, width)
     streams = list(enc.streams)
-    if container_version >= 2:
+    if container_version >= 2 and BITS_BACK_GUARD:
         streams.append(_pack_guard([_latent_crc(enc.z_hat.numpy(), enc.y_hat.numpy()), _crc(x_hat)]))
     data = container.pack(header, streams)
     mse = float(np.mean((x_hat.astype(np.float64) - x.astype(np.float64)) ** 2))
@@ -416,15 +422,18 @@ def decompress_details(data: bytes, model: Optional[ModelLike] = None) -> Decomp
     if model.fingerprint() != header.fingerprint:
         raise ModelMismatchError(f"file was written by different weights of {header.model_name!r} "
                                  f"(fingerprint {header.fingerprint.hex()}, model has {model.fingerprint().hex()})")
-    expected_streams = 2 if header.version == 1 else 3
-    if len(streams) != expected_streams:
-        raise CorruptBitstreamError(f"expected {expected_streams} streams in a version {header.version} file, "
-                                    f"found {len(streams)}")
+    if header.method in BB_METHODS:
+        allowed = (2,) if header.version == 1 else (2, 3)
+    else:
+        allowed = (2,) if header.version == 1 else (3,)
+    if len(streams) not in allowed:
+        raise CorruptBitstreamError(f"expected {' or '.join(map(str, allowed))} streams in a version "
+                                    f"{header.version} {header.method} file, found {len(streams)}")
     if header.method in BB_METHODS:
         from tfc_inference import bits_back
         if not hasattr(model, "q_params"):
             raise ModelMismatchError(f"{header.method} files need a bits-back model")
-        guard = _parse_guard(streams[2], None) if header.version >= 2 else None
+        guard = _parse_guard(streams[2], None) if len(streams) == 3 else None
         y_shape = [-(-header.height // Z_STRIDE) * 4, -(-header.width // Z_STRIDE) * 4]
         dec = bits_back.decode(model, streams[:2], y_shape)
         if guard is not None and _latent_crc(dec.z_hat.numpy(), dec.y_hat.numpy()) != guard[0][0]:

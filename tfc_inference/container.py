@@ -19,16 +19,16 @@ varint*S  stream lengths         byte length of each stream
 ========  =====================  ==========================================================================
 
 Streams.  Version 1: hyperprior methods ``[z, y]``, bits-back methods ``[meta, ans words]``.  Version 2 appends
-a third, *guard* stream (see :mod:`tfc_inference.codec`): a checksum of the entropy models the encoder used
-(hyperprior: the coding tables and every scale index; bits-back: the decoded latents), a checksum of the
-encoder's reconstruction, and (hyperprior) the scale indexes the encoder pinned because they lay within a
-hair of a rounding boundary.  It lets a decoder on other floating point numerics either decode exactly or say
-so, instead of returning garbage.  Version 2 files are refused by version 1 readers with a version error.
+a third, *guard* stream to hyperprior-method files (optional for bits-back files; see :mod:`tfc_inference.codec`):
+a checksum of the entropy models the encoder used (coding tables and every scale index), a checksum of the
+latents, a checksum of the encoder's reconstruction, and the scale indexes the encoder pinned because they lay
+within a hair of a rounding boundary.  It lets a decoder on other floating point numerics either decode exactly
+or say so, instead of returning garbage.  Version 2 files are refused by version 1 readers with a version error.
 
 Overhead: header + CRC-32 = 4 + 3 + n + 8 + 2..6 + 1 + S..2S + 4 bytes, i.e. 24 + n bytes for a Kodak-size image
 with two streams of a few kB (the CRC-32 itself is 4 bytes); the version 2 guard stream adds 14 bytes for
-hyperprior methods (three CRC-32s, pin count, its length field) plus about 2 bytes per pinned index, and 9 bytes
-for bits-back methods.  The CRC detects truncation and accidental corruption before any stream reaches a
+hyperprior methods (three CRC-32s, pin count, its length field) plus about 2 bytes per pinned index (9 bytes
+for a bits-back guard).  The CRC detects truncation and accidental corruption before any stream reaches a
 decoder, and every size field is checked before anything is allocated.
 """
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Images for coding are converted to 8-bit RGB ``uint8`` arrays of shape [H, W, 3]: grayscale (``L``), palette
 (``P``) and ``RGB``-like modes convert losslessly; alpha channels are accepted only when fully opaque, and
-16-bit or float images are refused, since coding them as 8-bit RGB would silently lose information.
+16-bit or float images are refused, since coding them as 8-bit RGB would silently lose information.  An EXIF
+orientation tag is applied (the array is the image as viewers show it).  Images above
+:data:`tfc_inference.container.MAX_PIXELS` pixels are refused from their header, before any pixel is decoded.
 
 Training batches are a deterministic function of (seed, step): a killed run resumed at step s sees exactly the
 batches it would have seen, which is what makes ``--resume`` exact.
@@ -14,9 +16,10 @@ import os
 from typing import Iterable, List, Sequence, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tfc_inference.errors import ImageError, TrainingError, UnsupportedImageModeError
+from tfc_inference.container import MAX_PIXELS
+from tfc_inference.errors import ImageError, ImageTooLargeError, TrainingError, UnsupportedImageModeError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 MAX_IMAGE_SIDE = 1 << 15  # 32768: the container stores sizes as 16-bit-plus fields; larger would not fit RAM anyway
@@ -34,7 +37,26 @@ def _has_16bit_samples(img: Image.Image) -> bool:
     return False
 
 
+def _check_size(width: int, height: int, what: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageTooLargeError(f"{what}: {width}x{height} = {width * height} pixels exceeds the limit of "
+                                 f"{MAX_PIXELS} pixels (e.g. 4096x4096); downscale or split it")
+
+
+def _oriented(img: Image.Image) -> Image.Image:
+    """Applies the EXIF orientation tag, if any (a no-op for images without one)."""
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001  (a malformed EXIF block must not make the image unreadable)
+        return img
+    if orientation in (None, 1):
+        return img
+    return ImageOps.exif_transpose(img)
+
+
 def _from_pil(img: Image.Image, what: str) -> np.ndarray:
+    _check_size(*img.size, what)
+    img = _oriented(img)
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         raise UnsupportedImageModeError(f"{what}: {mode} images (16-bit/float) are not supported; convert to 8-bit RGB")
@@ -78,6 +100,7 @@ def to_rgb_array(image: ImageLike, what: str = "image") -> np.ndarray:
             try:
                 src = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else os.fspath(image)
                 img = Image.open(src)
+                _check_size(*img.size, what)  # from the header: nothing decoded yet
                 # Pillow reads 16-bit colour PNGs as 8-bit modes (raw mode "RGB;16B"): refuse them before
                 # they are silently cut to their high bytes.
                 if _has_16bit_samples(img):
@@ -87,11 +110,14 @@ def to_rgb_array(image: ImageLike, what: str = "image") -> np.ndarray:
                 raise ImageError(f"{what}: file not found") from None
             except UnsupportedImageModeError:
                 raise
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            except Image.DecompressionBombError:
+                raise ImageTooLargeError(f"{what}: image is too large (more than {MAX_PIXELS} pixels)") from None
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
                 raise ImageError(f"{what}: not a readable image ({e})") from None
         arr = _from_pil(img, what)
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageError(f"{what}: empty image of shape {list(arr.shape)}")
+    _check_size(arr.shape[1], arr.shape[0], what)
     if max(arr.shape[:2]) > MAX_IMAGE_SIDE:
         raise ImageError(f"{what}: {arr.shape[1]}x{arr.shape[0]} exceeds the maximum side {MAX_IMAGE_SIDE}")
     return arr

@@ -48,6 +48,9 @@ def resolve(name_or_path: Union[str, os.PathLike], allow_path: bool = True) -> P
     p = Path(name_or_path)
     if allow_path and _is_checkpoint(p):
         return p.resolve()
+    if allow_path and p.is_dir() and (p / CONFIG_FILE).is_file() != (p / f"{WEIGHTS_PREFIX}.index").is_file():
+        missing = CONFIG_FILE if not (p / CONFIG_FILE).is_file() else f"{WEIGHTS_PREFIX}.index"
+        raise ModelNotFoundError(f"{p / missing} is missing: {p} is not a complete checkpoint")
     for d in search_dirs():
         if _is_checkpoint(d / str(name_or_path)):
             return (d / str(name_or_path)).resolve()
@@ -61,8 +64,10 @@ def read_info(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     try:
         with open(folder / CONFIG_FILE) as f:
             info = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelError(f"cannot read {folder / CONFIG_FILE}: {e}") from None
+    if not isinstance(info, dict):
+        raise ModelError(f"{folder / CONFIG_FILE}: expected a JSON object, found {type(info).__name__}")
     info.setdefault("name", folder.name)
     return info
 
@@ -86,10 +91,22 @@ def list_models() -> List[Dict[str, Any]]:
     return list(found.values())
 
 
+def _short(e) -> str:
+    """The first line of an exception message, cut to a readable length."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
 def load_model(name_or_path: Union[str, os.PathLike], prepare_coders: bool = True, allow_path: bool = True):
     """Loads a trained model by zoo name or checkpoint folder; cached, so repeated loads are free.
 
     The returned model has ``zoo_name`` (the folder name, written into compressed files) and ``info``.
+
+    Raises:
+      ModelNotFoundError: no checkpoint of that name or path.
+      ModelError: naming the file: unreadable or invalid ``config.json``, damaged weights, weights that do not
+        fit the configured architecture, or (via the fingerprint recorded in ``config.json``) a config and
+        weights that do not belong together.
     """
     import tensorflow as tf  # noqa: F401  (import late: listing models should not need TF)
     from tfc_inference.models import ModelConfig, build_model
@@ -98,16 +115,26 @@ def load_model(name_or_path: Union[str, os.PathLike], prepare_coders: bool = Tru
     if key in _CACHE:
         return _CACHE[key]
     info = read_info(folder)
+    config_file, weights = folder / CONFIG_FILE, f"{folder / WEIGHTS_PREFIX}.{{index,data-*}}"
     try:
+        if not isinstance(info.get("config"), dict):
+            raise KeyError("no 'config' section")
         config = ModelConfig.from_dict(info["config"])
         model = build_model(config)
+    except (KeyError, ValueError, TypeError) as e:
+        raise ModelError(f"{config_file}: invalid model configuration: {_short(e)}") from None
+    try:
         model.load_weights(str(folder / WEIGHTS_PREFIX)).assert_existing_objects_matched()
     except (KeyError, ValueError, TypeError, AssertionError) as e:
-        raise ModelError(f"checkpoint {folder} is incompatible or damaged: {e}") from None
+        raise ModelError(f"{weights} do not match the architecture in {config_file}: {_short(e)}") from None
     except tf.errors.OpError as e:
-        raise ModelError(f"cannot read weights in {folder}: {e.message}") from None
+        raise ModelError(f"cannot read the weights {weights}: {_short(e.message)}") from None
     except (IndexError, RuntimeError, OSError) as e:
-        raise ModelError(f"cannot read weights in {folder}: {e}") from None
+        raise ModelError(f"cannot read the weights {weights} (damaged?): {_short(e)}") from None
+    recorded = info.get("fingerprint")
+    if recorded is not None and recorded != model.fingerprint().hex():
+        raise ModelError(f"{weights} and {config_file} do not belong together: the config records fingerprint "
+                         f"{recorded}, the weights with this config give {model.fingerprint().hex()}")
     model.zoo_name = folder.name
     model.info = info
     if prepare_coders:
