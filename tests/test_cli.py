@@ -97,6 +97,28 @@ class CLITest(tf.test.TestCase):
         self.assertAllEqual(read_png(png), expected.reconstruction)
         self.assertEqual(sorted(os.listdir(self.dir)), ["out.png", "out.tfci"])  # no temporary files left
 
+    def test_sga_with_other_rounding_functions(self):
+        for extra in (["--rounding", "cosine"], ["--rounding", "sigmoid_logit(a=3)", "--three-class"]):
+            tfci = os.path.join(self.dir, f"r{len(extra)}.tfci")
+            png = os.path.join(self.dir, f"r{len(extra)}.png")
+            status, out, err = run("compress", self.image_path, "-o", tfci, "--model", "tiny-test", "--method",
+                                   "sga", "--iterations", "4", "--quiet", *extra)
+            self.assertEqual(status, 0, err)
+            with open(tfci, "rb") as f:
+                data = f.read()
+            self.assertEqual(codec.read_header(data).method, "sga")
+            self.assertEqual(run("decompress", tfci, "-o", png)[0], 0)
+            expected = codec.compress(zoo.load_model("tiny-test"), self.image, method="sga", iterations=4,
+                                      rounding=extra[1], three_class="--three-class" in extra)
+            self.assertEqual(data, expected.data)  # the CLI passed the options through, deterministically
+            self.assertAllEqual(read_png(png), expected.reconstruction)
+        tfci = os.path.join(self.dir, "bad.tfci")
+        self.assertUserError(run("compress", self.image_path, "-o", tfci, "--model", "tiny-test", "--method",
+                                 "sga", "--rounding", "bogus"))
+        self.assertUserError(run("compress", self.image_path, "-o", tfci, "--model", "tiny-test", "--method",
+                                 "map", "--rounding", "linear"))
+        self.assertFalse(os.path.exists(tfci))
+
     def test_default_outputs_and_quiet(self):
         image = os.path.join(self.dir, "photo.png")
         shutil.copy(self.image_path, image)

@@ -177,6 +177,15 @@ def cmd_compress(args) -> int:
             options["schedule"] = args.schedule
         if args.learning_rate is not None:
             options["learning_rate"] = args.learning_rate
+        if args.rounding is not None or args.three_class:
+            if args.method not in ("sga", "deterministic-annealing"):
+                raise _UserError("--rounding and --three-class apply to sga and deterministic-annealing only")
+            from tfc_inference import rounding
+            try:
+                options["rounding"] = rounding.get(args.rounding)
+            except ValueError as e:
+                raise _UserError(str(e)) from None
+            options["three_class"] = args.three_class
         if args.method in BB_METHODS:
             if args.side_info is not None:
                 options["side_info"] = _read_bytes(args.side_info)
@@ -446,6 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "to the iteration budget)")
     p.add_argument("--learning-rate", type=float, metavar="LR",
                    help="Adam learning rate of the iterative method (default: the method's own)")
+    p.add_argument("--rounding", metavar="FN",
+                   help="sga / deterministic-annealing: rounding-probability function: atanh (the paper's, "
+                        "default), linear, cosine or sigmoid_logit(a=SCALE)")
+    p.add_argument("--three-class", action="store_true",
+                   help="sga / deterministic-annealing: round among round(v)-1, round(v), round(v)+1 instead of "
+                        "floor / ceil")
     p.add_argument("--side-info", metavar="FILE",
                    help="bits-back methods: bytes to carry inside the file for free (recovered by decompress "
                         "--side-info-out)")
@@ -574,9 +589,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "compress" and args.method == "amortized" and (
                 args.iterations is not None or args.seed is not None or args.schedule is not None
-                or args.learning_rate is not None):
-            parser.subcommands["compress"].error("--iterations, --seed, --schedule and --learning-rate apply to "
-                                                 "iterative methods only")
+                or args.learning_rate is not None or args.rounding is not None or args.three_class):
+            parser.subcommands["compress"].error("--iterations, --seed, --schedule, --learning-rate, --rounding "
+                                                 "and --three-class apply to iterative methods only")
     except SystemExit as e:  # usage errors (2), --help and --version (0)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     try:
