@@ -37,7 +37,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tfc_inference*"]),
-    package_data={"tfc_inference": ["assets/*.png"]},
+    package_data={"tfc_inference": ["assets/*.png", "assets/rd/*.md", "assets/rd/*/*/*.csv", "assets/rd/*/*/*.json",
+                                     "assets/rd/*/*/*/*.txt"]},
     include_package_data=False,
     install_requires=[
         "tensorflow>=2.14,<2.15",

@@ -10,6 +10,8 @@ Subcommands::
     tfc-inference export NAME DIR
     tfc-inference demo [--model NAME] [--image PATH] [--methods amortized,sga] [--iterations N]
     tfc-inference evaluate --model NAME --images FOLDER [--methods amortized,sga] [--cache FILE]
+    tfc-inference baselines --images FOLDER --cache FILE [--codecs jpeg,jpeg2000,webp,avif,jpegxl] [--count N]
+    tfc-inference report --cache FILE [--cache FILE ...] --out DIR [--dataset NAME] [--published kodak|tecnick|none]
 
 Errors the user can cause (missing or unreadable files, bad images or bitstreams, unknown models, bad training
 options) print one line ``tfc-inference: error: ...`` on stderr and exit with status 1; command-line usage errors
@@ -401,6 +403,68 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_baselines(args) -> int:
+    from tfc_inference import baselines
+    from tfc_inference.data import list_images
+    from tfc_inference.errors import ImageError
+    available = baselines.available_codecs()
+    codecs = [c.strip() for c in args.codecs.split(",") if c.strip()] if args.codecs else list(available)
+    unknown = [c for c in codecs if c not in available]
+    if unknown:
+        raise _UserError(f"codec {unknown[0]!r} is not available here (available: "
+                         f"{', '.join(available) or 'none; install imagecodecs'})")
+    if not codecs:
+        raise _UserError("no codec given")
+    if not os.path.isdir(args.images):
+        raise FileNotFoundError(errno.ENOENT, "no such folder", args.images)
+    paths = list_images([args.images])[:args.count]
+    if not paths:
+        raise ImageError(f"no images found in {args.images}")
+    if os.path.isdir(args.cache):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), args.cache)
+    records = baselines.run(paths, args.cache, codecs, progress=not args.quiet)
+    if not args.quiet:
+        print("| codec | level | images | bpp | PSNR dB | MS-SSIM |")
+        print("|---|---:|---:|---:|---:|---:|")
+        groups = {}
+        for r in records:
+            groups.setdefault((r["codec"], r["level"]), []).append(r)
+        for (codec, level), recs in groups.items():
+            ms = [r["ms_ssim"] for r in recs]
+            ms_text = "-" if any(v is None for v in ms) else f"{sum(ms) / len(ms):.4f}"
+            print(f"| {codec} | {level:g} | {len(recs)} | {sum(r['bpp'] for r in recs) / len(recs):.4f} | "
+                  f"{sum(r['psnr'] for r in recs) / len(recs):.2f} | {ms_text} |")
+        print(f"\nper-image records: {args.cache}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from tfc_inference import report
+    for module in ("bjontegaard", "matplotlib"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise _UserError(f"report needs the {module} package: pip install \"tfc_inference[examples]\"") from None
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise _UserError(f"{args.out} exists and is not a directory")
+    records = report.load_records(args.cache)
+    if not any(report.is_learned(r) or report.is_baseline(r) for r in records):
+        raise _UserError(f"no evaluation records in {', '.join(args.cache)}")
+    dataset = args.dataset or os.path.basename(os.path.normpath(os.path.abspath(args.out)))
+    command = " ".join(["tfc-inference report"] + [f"--cache {c}" for c in args.cache] + [f"--out {args.out}"]
+                       + ([f"--dataset {args.dataset}"] if args.dataset else [])
+                       + ([f"--published {args.published}"] if args.published else [])
+                       + ([f"--min-points {args.min_points}"] if args.min_points != report.DEFAULT_MIN_POINTS
+                          else []) + (["--allow-partial"] if args.allow_partial else []))
+    rep = report.write(records, args.out, dataset, args.published, args.min_points, args.allow_partial,
+                       caches=args.cache, command=command)
+    if not args.quiet:
+        print(f"{dataset}: {len(rep.images)} images, {len(rep.ours)} learned curve(s), {len(rep.baselines)} live "
+              f"baseline(s), {len(rep.published)} published curve(s)")
+        print(f"wrote {len(rep.files)} files to {args.out}: {os.path.join(args.out, 'summary.md')}")
+    return 0
+
+
 def cmd_benchmark(args) -> int:
     import tfc_inference
     from tfc_inference import benchmark, evaluate
@@ -557,6 +621,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=_positive_int, default=50, help="steps between true R-D evaluations")
     p.add_argument("--cache", default="results/evaluate.jsonl", help="JSON-lines cache of per-image records")
     p.set_defaults(func=cmd_evaluate)
+
+    p = add("baselines", "run classical codecs (JPEG, JPEG2000, WebP, AVIF, JPEG XL) over a sweep of quality "
+                         "settings on a folder of images (resumable: results are cached per image)")
+    p.add_argument("--images", required=True, metavar="FOLDER", help="folder of test images")
+    p.add_argument("--cache", required=True, metavar="FILE", help="JSON-lines cache of per-image records")
+    p.add_argument("--codecs", metavar="LIST",
+                   help="comma-separated codecs (default: every one this installation's imagecodecs supports)")
+    p.add_argument("--count", type=_positive_int, default=1000, help="use the first N images (sorted by name)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
+    p.set_defaults(func=cmd_baselines)
+
+    p = add("report", "R-D curves, BD-rate tables and the ablation chart from evaluation and baseline caches "
+                      "(PNG, CSV, markdown and CompressAI-style JSON)")
+    p.add_argument("--cache", action="append", required=True, metavar="FILE",
+                   help="cache of `evaluate` or `baselines` records (repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    p.add_argument("--dataset", metavar="NAME", help="dataset name for titles (default: the name of --out)")
+    p.add_argument("--published", choices=("kodak", "tecnick", "none"),
+                   help="published curves to compare with (default: the dataset's if it is kodak or tecnick)")
+    p.add_argument("--min-points", type=_positive_int, default=4,
+                   help="fewest points per curve for a BD-rate (fewer: n/a)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="also use points that do not cover every image (default: listed, not used)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.set_defaults(func=cmd_report)
 
     p = add("benchmark", "time each piece of the codec (amortized, SGA, bits-back stages, range coding) on one "
                          "image, with GFLOP/s and peak memory")

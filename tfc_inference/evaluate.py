@@ -3,7 +3,8 @@
 Each finished (model, image, method, settings) run appends one JSON line to a cache file; a killed run is
 started again with the same arguments and skips everything already in the cache.  A record holds the actual file
 size, the estimated rate, PSNR, the R-D loss, timings, whether decoding reproduced the encoder's reconstruction
-exactly, and (for iterative methods) the true-R-D trace.
+exactly, MS-SSIM (RGB, 0..255, ``null`` for images too small for its five scales; records written before it
+was added lack the field), and (for iterative methods) the true-R-D trace.
 """
 from __future__ import annotations
 
@@ -64,24 +65,17 @@ def _rounding_options(method: str, rounding, three_class: bool) -> Dict[str, Any
     return {}
 
 
-def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: str, iterations: int = 2000,
-        schedule: Optional[str] = None, seed: int = 0, learning_rate: Optional[float] = None, eval_every: int = 50,
-        keep_trace: bool = True, progress: bool = True, bbvi_iterations: int = 2000,
-        side_info_bytes: int = 65536, rounding=None, three_class: bool = False) -> List[Dict[str, Any]]:
-    """Evaluates every (image, method) pair not yet in ``cache_path``; returns all matching records.
-
-    ``schedule`` may be a name or a :class:`~tfc_inference.schedules.ExponentialSchedule`; ``rounding`` and
-    ``three_class`` choose the rounding distribution of ``sga`` / ``deterministic-annealing`` (recorded as
-    ``discretizer``, e.g. ``sga[cosine]``).
-
-    Bits-back methods carry ``side_info_bytes`` random bytes; their records add the net rate (file minus side
-    information) as ``net_bpp`` (and use it in ``loss``) and whether the side information came back exactly."""
-    from tqdm import tqdm
+def plan(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: str, iterations: int = 2000,
+         schedule: Optional[str] = None, seed: int = 0, learning_rate: Optional[float] = None,
+         bbvi_iterations: int = 2000, rounding=None, three_class: bool = False,
+         records: Optional[List[Dict[str, Any]]] = None):
+    """What :func:`run` would do: ``(keys, jobs, done)``: the cache key of every requested run, the runs not yet in
+    the cache (``(path, method, iterations, schedule, learning_rate, variant, key)``), and the cached records by
+    key.  ``records``: the cache's records if already loaded."""
     from tfc_inference.inference import get_optimizer
     methods = list(methods)
     fingerprint = model.fingerprint().hex()
-    os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
-    done = {record_key(r): r for r in load_cache(cache_path)}
+    done = {record_key(r): r for r in (load_cache(cache_path) if records is None else records) if "fingerprint" in r}
     jobs, keys = [], []
     for path in image_paths:
         for method in methods:
@@ -102,6 +96,28 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
             keys.append(key)
             if key not in done:
                 jobs.append((path, method, its, sched, lr, variant, key))
+    return keys, jobs, done
+
+
+def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: str, iterations: int = 2000,
+        schedule: Optional[str] = None, seed: int = 0, learning_rate: Optional[float] = None, eval_every: int = 50,
+        keep_trace: bool = True, progress: bool = True, bbvi_iterations: int = 2000,
+        side_info_bytes: int = 65536, rounding=None, three_class: bool = False) -> List[Dict[str, Any]]:
+    """Evaluates every (image, method) pair not yet in ``cache_path``; returns all matching records.
+
+    ``schedule`` may be a name or a :class:`~tfc_inference.schedules.ExponentialSchedule`; ``rounding`` and
+    ``three_class`` choose the rounding distribution of ``sga`` / ``deterministic-annealing`` (recorded as
+    ``discretizer``, e.g. ``sga[cosine]``).
+
+    Bits-back methods carry ``side_info_bytes`` random bytes; their records add the net rate (file minus side
+    information) as ``net_bpp`` (and use it in ``loss``) and whether the side information came back exactly."""
+    from tqdm import tqdm
+    from tfc_inference.baselines import ms_ssim
+    os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
+    fingerprint = model.fingerprint().hex()
+    keys, jobs, done = plan(model, image_paths, methods, cache_path, iterations=iterations, schedule=schedule,
+                            seed=seed, learning_rate=learning_rate, bbvi_iterations=bbvi_iterations,
+                            rounding=rounding, three_class=three_class)
     bar = tqdm(jobs, desc=f"evaluating {getattr(model, 'zoo_name', 'model')}", unit="run", disable=not progress)
     for path, method, its, sched, lr, variant, key in bar:
         bar.set_postfix_str(f"{os.path.basename(path)} {variant}")
@@ -132,6 +148,7 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
                    seconds_per_iteration=result.extra.get("seconds_per_iteration", 0.0),
                    decoded_exactly=bool(np.array_equal(decoded.image, result.reconstruction)
                                         and np.array_equal(decoded.y_symbols, result.y_symbols)),
+                   ms_ssim=ms_ssim(x, decoded.image),
                    machine=machine_description())
         if side_info is not None:
             e = result.extra
