@@ -1,0 +1,210 @@
+"""Tests of the report: BD-rates, per-image aggregation, CompressAI layout, written files, CLI errors."""
+import contextlib
+import io
+import json
+import os
+
+import numpy as np
+
+from tfc_inference import baselines, cli, report
+from tests import helpers
+
+SHARED_RD = "/work/shared/data/rd"
+
+
+def _record(model, image, bpp, psnr, method="amortized", fingerprint=None, lmbda=None, its=0, **extra):
+    """A hand-made evaluate record (only the fields the report reads)."""
+    lmbda = lmbda if lmbda is not None else float(model.rsplit("-", 1)[1])
+    mse = 255.0 ** 2 / 10 ** (psnr / 10)
+    rec = dict(model=model, fingerprint=fingerprint or f"fp-{model}", image=image, method=method,
+               discretizer=method, iterations=its, schedule=None if not its else "improved", seed=0,
+               learning_rate=None if not its else 0.005, lmbda=lmbda, bits=int(bpp * 1000), bpp=bpp,
+               estimated_bpp=bpp * 0.99, mse=mse, psnr=psnr, ms_ssim=None, encode_seconds=1.0,
+               decode_seconds=0.5, seconds_per_iteration=0.01 if its else 0.0, decoded_exactly=True)
+    rec.update(extra)
+    return rec
+
+
+def _curve_records(lambdas, images, rate_scale=1.0, psnr_shift=0.0, method="amortized", its=0,
+                   family="hyperprior-mse"):
+    """Records of a synthetic family: bpp grows with lambda, PSNR = 30 + 4 log2(bpp / 0.25) per image."""
+    recs = []
+    for lmbda in lambdas:
+        for i, image in enumerate(images):
+            bpp = 0.25 * (lmbda / 0.01) ** 0.6 * (1 + 0.1 * i)
+            psnr = 30 + 4 * np.log2(bpp / 0.25) - i
+            recs.append(_record(f"{family}-{lmbda:g}", image, bpp * rate_scale, psnr + psnr_shift, method=method,
+                                its=its))
+    return recs
+
+
+LAMBDAS = (0.0025, 0.005, 0.01, 0.02, 0.04)
+IMAGES = ("a.png", "b.png", "c.png")
+
+
+class BDRateTest(helpers.TestCase):
+
+    def test_self_is_zero_and_ten_percent_less_rate_is_minus_ten(self):
+        bpp = np.array([0.1, 0.2, 0.4, 0.8, 1.2])
+        psnr = np.array([27.0, 29.5, 32.0, 35.0, 37.0])
+        self.assertNear(report.bd_rate(bpp, psnr, bpp, psnr).value, 0.0, 1e-9)
+        self.assertNear(report.bd_rate(bpp, psnr, 0.9 * bpp, psnr).value, -10.0, 1e-6)
+        self.assertNear(report.bd_rate(bpp, psnr, 1.2 * bpp, psnr).value, 20.0, 1e-6)
+        # a better curve (higher PSNR at the same rate) needs fewer bits
+        self.assertLess(report.bd_rate(bpp, psnr, bpp, psnr + 0.5).value, -5.0)
+        # the order of the points does not matter
+        self.assertNear(report.bd_rate(bpp[::-1], psnr[::-1], 0.9 * bpp, psnr).value, -10.0, 1e-6)
+
+    def test_too_few_points_and_no_overlap_are_not_numbers(self):
+        bpp, psnr = [0.1, 0.2, 0.4, 0.8], [27.0, 29.5, 32.0, 35.0]
+        bd = report.bd_rate(bpp, psnr, bpp[:3], psnr[:3])
+        self.assertIsNone(bd.value)
+        self.assertEqual(str(bd), "n/a (3 points)")
+        self.assertIsNotNone(report.bd_rate(bpp, psnr, bpp[:3], psnr[:3], min_points=3).value)
+        self.assertEqual(report.bd_rate(bpp, psnr, bpp, [p + 20 for p in psnr]).note, "n/a (no overlap)")
+        self.assertEqual(report.bd_rate(bpp, psnr, bpp, [27.0, 27.0, 30.0, 31.0]).note, "n/a (repeated PSNR)")
+
+    def test_paper_savings_recomputed_from_the_published_curves(self):
+        rows = {(r["dataset"], r["method"]): r["bd"].value for r in report.paper_savings()}
+        self.assertNear(rows[("kodak", "SGA [M1]")], -15.2, 0.05)
+        self.assertNear(rows[("kodak", "SGA+BB [M2]")], -16.9, 0.05)
+        self.assertNear(rows[("tecnick", "SGA [M1]")], -18.7, 0.05)
+        self.assertNear(rows[("tecnick", "SGA+BB [M2]")], -20.1, 0.05)
+
+    def test_copied_published_files_equal_the_reference_data(self):
+        if not os.path.isdir(SHARED_RD):
+            self.skipTest("reference data not available")
+        pairs = [("mandt-lab_improving-inference/kodak/sga-psnr.csv", "mandt-lab_improving-inference/kodak/sga-psnr.csv"),
+                 ("tensorflow_compression/kodak/PSNR_sRGB_RGB/bpg444.txt",
+                  "tensorflow_compression/results/image_compression/kodak/PSNR_sRGB_RGB/bpg444.txt"),
+                 ("compressai/kodak/bpg_444_x265_ycbcr.json", "compressai/results/image/kodak/bpg_444_x265_ycbcr.json")]
+        for mine, theirs in pairs:
+            with open(os.path.join(baselines.ASSETS_RD, mine), "rb") as a, open(os.path.join(SHARED_RD, theirs),
+                                                                                 "rb") as b:
+                self.assertEqual(a.read(), b.read(), mine)
+
+
+class AggregationTest(helpers.TestCase):
+
+    def test_per_image_means_partial_points_and_superseded_weights(self):
+        recs = _curve_records(LAMBDAS[:2], IMAGES)
+        # PSNR is averaged per image, not computed from the mean MSE
+        recs[0]["psnr"], recs[1]["psnr"], recs[2]["psnr"] = 20.0, 30.0, 40.0
+        # an older fingerprint of the same model name is ignored
+        old = _record("hyperprior-mse-0.005", "a.png", 9.0, 10.0, fingerprint="old")
+        recs.insert(0, old)
+        # a partial point: one image only
+        recs.append(_record("hyperprior-mse-0.02", "a.png", 0.5, 33.0))
+        curves = report.learned_curves(recs)
+        self.assertEqual(list(curves), ["hyperprior-mse amortized"])
+        c = curves["hyperprior-mse amortized"]
+        by_model = {p["model"]: p for p in c.points}
+        p = by_model["hyperprior-mse-0.0025"]
+        self.assertEqual(p["n"], 3)
+        self.assertNear(p["psnr"], 30.0, 1e-12)
+        self.assertNear(p["bpp"], np.mean([r["bpp"] for r in recs[1:4]]), 1e-12)
+        self.assertNear(by_model["hyperprior-mse-0.005"]["bpp"],
+                        np.mean([r["bpp"] for r in recs[4:7]]), 1e-12)
+        self.assertEqual([q["model"] for q in c.complete(list(IMAGES))],
+                         ["hyperprior-mse-0.0025", "hyperprior-mse-0.005"])
+        self.assertEqual(by_model["hyperprior-mse-0.02"]["n"], 1)
+
+    def test_bits_back_uses_net_rate_and_iterations_make_their_own_curve(self):
+        recs = [_record("bitsback-mse-0.01", "a.png", 2.0, 30.0, method="sga+bb", its=2000, net_bpp=0.3),
+                _record("bitsback-mse-0.01", "a.png", 2.0, 30.0, method="sga+bb", its=500, net_bpp=0.32)]
+        curves = report.learned_curves(recs)
+        self.assertEqual(len(curves), 2)
+        self.assertEqual(sorted(p["bpp"] for c in curves.values() for p in c.points), [0.3, 0.32])
+        labels = [c.label for c in curves.values()]
+        self.assertIn("M2 SGA+BB [bitsback-mse, 2000 its]", labels)
+
+    def test_baseline_points_average_over_images(self):
+        recs = [dict(codec="jpeg", method="jpeg", settings="s", level=50.0, image=im, bpp=b, psnr=p, ms_ssim=m)
+                for im, b, p, m in [("a", 1.0, 30.0, 0.9), ("b", 2.0, 32.0, None)]]
+        curves = report.baseline_curves(recs)
+        (c,) = curves.values()
+        self.assertEqual(c.points[0]["bpp"], 1.5)
+        self.assertEqual(c.points[0]["psnr"], 31.0)
+        self.assertIsNone(c.points[0]["ms_ssim"])  # not every image has MS-SSIM
+
+
+class WriteTest(helpers.TestCase):
+
+    def _cache(self, records):
+        path = os.path.join(helpers.fresh_dir("report_cache"), "cache.jsonl")
+        with open(path, "w") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+        return path
+
+    def test_report_files_bd_table_ablation_and_compressai_layout(self):
+        recs = _curve_records(LAMBDAS, IMAGES)
+        recs += _curve_records(LAMBDAS, IMAGES, rate_scale=0.9, method="sga", its=20)
+        recs += _curve_records(LAMBDAS[1:3], IMAGES[:2], rate_scale=0.95, method="map", its=20)
+        recs.append(dict(codec="jpeg", method="jpeg", settings="s", level=50.0, image="a.png", bpp=1.0, psnr=30.0,
+                         ms_ssim=None))
+        out = helpers.fresh_dir("report_out")
+        rep = report.write(recs, out, "kodak", caches=["cache.jsonl"])
+        for name in ("summary.md", "points.csv", "bd_rates.csv", "ablation.csv", "rate_gap.csv",
+                     "paper_savings.csv", "rd.png", "bd_vs_bpg.png", "ablation.png"):
+            self.assertTrue(os.path.isfile(os.path.join(out, name)), name)
+            self.assertIn(name, rep.files)
+        rows = {r["curve"]: r for r in report.bd_table(rep)}
+        sga = rows["M1 SGA [hyperprior-mse, 20 its]"]
+        self.assertNear(sga["vs M3"].value, -10.0, 1e-6)
+        self.assertNear(sga["vs own amortized"].value, -10.0, 1e-6)
+        self.assertNear(sga["vs M3, estimated rates"].value, -10.0, 1e-6)
+        self.assertIsNotNone(sga["vs BPG"].value)
+        self.assertEqual(str(rows["A1 MAP [hyperprior-mse, 20 its]"]["vs M3"]), "n/a (0 points)")
+        abl = {r["code"]: r for r in report.ablation_table(rep)}
+        self.assertNear(abl["M1"]["bd"].value, -10.0, 1e-6)
+        self.assertEqual(abl["A1"]["images"], 2)
+        self.assertEqual(str(abl["A1"]["bd"]), "n/a (2 points)")
+        # per-lambda R-D loss vs M3 on the same two images: only the rate term changes (x0.95)
+        base = [r for r in recs if r["method"] == "amortized" and r["lmbda"] == LAMBDAS[1] and r["image"] in IMAGES[:2]]
+        expect = np.mean([0.95 * r["bpp"] + r["lmbda"] * r["mse"] for r in base]) / np.mean(
+            [r["bpp"] + r["lmbda"] * r["mse"] for r in base]) - 1
+        self.assertNear(dict(abl["A1"]["loss_change"])[LAMBDAS[1]], 100 * expect, 1e-6)
+        with open(os.path.join(out, "summary.md")) as f:
+            summary = f.read()
+        self.assertIn("**Not yet run:** SGA+BB [M2]", summary)
+        self.assertIn("-15.2%", summary)
+        with open(os.path.join(out, "compressai", "hyperprior-mse_sga_20its_improved_lr0.005.json")) as f:
+            data = json.load(f)
+        self.assertEqual(sorted(data)[:3], ["description", "name", "results"])
+        self.assertEqual(len(data["results"]["bpp"]), 5)
+        for key in ("bpp", "psnr-rgb", "ms-ssim-rgb"):
+            self.assertEqual(len(data["results"][key]), 5)
+        loaded = baselines.load_compressai_json(os.path.join(out, "compressai",
+                                                             "hyperprior-mse_sga_20its_improved_lr0.005.json"))
+        self.assertEqual(loaded["results"]["psnr-rgb"], data["results"]["psnr-rgb"])
+
+    def test_cli_report_and_errors(self):
+        cache = self._cache(_curve_records(LAMBDAS[:2], IMAGES))
+        out = os.path.join(helpers.fresh_dir("report_cli"), "kodak")
+
+        def run(*argv):
+            err, stdout = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(stdout):
+                code = cli.main(list(argv))
+            return code, err.getvalue()
+
+        code, err = run("report", "--cache", cache, "--out", out, "-q")
+        self.assertEqual(code, 0, err)
+        with open(os.path.join(out, "summary.md")) as f:
+            text = f.read()
+        self.assertIn("n/a (2 points)", text)
+        self.assertIn(f"tfc-inference report --cache {cache} --out {out}", text)
+        code, err = run("report", "--cache", cache + ".missing", "--out", out)
+        self.assertEqual(code, 1)
+        self.assertEqual(err.count("\n"), 1)
+        self.assertIn("no such cache file", err)
+        empty = self._cache([{"unrelated": 1}])
+        code, err = run("report", "--cache", empty, "--out", out)
+        self.assertEqual((code, err.count("\n")), (1, 1))
+        self.assertIn("no evaluation records", err)
+        code, err = run("report", "--cache", cache, "--out", cache)
+        self.assertEqual(code, 1)
+        self.assertIn("not a directory", err)
+        code, _ = run("report", "--cache", cache, "--out", out, "--published", "mars")
+        self.assertEqual(code, 2)
