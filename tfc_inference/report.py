@@ -44,6 +44,7 @@ METHOD_NAMES = {"sga": "SGA", "sga+bb": "SGA+BB", "amortized": "amortized", "map
                 "bb-no-sga": "BB w/o SGA", "bb-amortized": "BB amortized"}
 CODEC_NAMES = {"jpeg": "JPEG 4:2:0", "jpeg2000": "JPEG2000", "webp": "WebP", "avif": "AVIF", "jpegxl": "JPEG XL"}
 BASE_FAMILY_PREFIX = "hyperprior"
+BB_ONLY = ("sga+bb", "bb-no-sga", "bb-amortized")
 DEFAULT_MIN_POINTS = 4
 
 
@@ -484,6 +485,8 @@ def ablation_table(rep: Report) -> List[Dict[str, Any]]:
     for c in rep.ours.values():
         if c.id == rep.base_id or c.key.method not in METHOD_CODES or c.key.method == "amortized":
             continue
+        if c.key.method not in BB_ONLY and not c.key.family.startswith(BASE_FAMILY_PREFIX):
+            continue  # e.g. SGA with a bits-back model: not one of Figure 5's methods
         common = sorted(set.intersection(*[set(p["images"]) for p in c.points])) if c.points else []
         test = c.restricted(common)
         # the base curve aggregated over exactly these images
@@ -499,7 +502,7 @@ def ablation_table(rep: Report) -> List[Dict[str, Any]]:
                 lq = _loss(rep, base_all, q, common)
                 if lp is not None and lq:
                     changes.append((p["lmbda"], 100.0 * (lp / lq - 1.0)))
-        rows.append(OrderedDict(code=METHOD_CODES[c.key.method], curve=c.label, images=len(common),
+        rows.append(OrderedDict(code=METHOD_CODES[c.key.method], iterations=c.key.iterations, curve=c.label, images=len(common),
                                 points=len(test.points), base_points=len(base_pts), bd=bd,
                                 loss_change=changes))
     rows.sort(key=lambda r: list(METHOD_CODES.values()).index(r["code"]))
@@ -633,13 +636,16 @@ def plot_ablation(rows: List[Dict[str, Any]], path: str, dataset: str) -> bool:
         return False
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    labels = [r["code"] for r in rows]
+    labels = [r["code"] + (f"\n{r['iterations']} its" if r["iterations"] else "") for r in rows]
     vals = [r["bd"].value if r["bd"].value is not None else 0.0 for r in rows]
-    bars = axes[0].bar(labels, vals, color=["C0" if r["bd"].value is not None else "lightgray" for r in rows])
+    bars = axes[0].bar(range(len(rows)), vals, color=["C0" if r["bd"].value is not None else "lightgray" for r in rows])
     for b, r in zip(bars, rows):
         text = f"{r['bd'].value:+.1f}%" if r["bd"].value is not None else r["bd"].note
         axes[0].annotate(text, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
-                         va="bottom" if b.get_height() >= 0 else "top", fontsize=7)
+                         va="bottom" if b.get_height() >= 0 else "top", fontsize=7,
+                         rotation=0 if r["bd"].value is not None else 90)
+    axes[0].set_xticks(range(len(rows)))
+    axes[0].set_xticklabels(labels)
     axes[0].axhline(0, color="k", linewidth=0.8)
     axes[0].set_ylabel("BD-rate vs Base Hyperprior [M3] [%]")
     axes[0].set_title("BD-rate vs M3 (same images)")
@@ -657,7 +663,7 @@ def plot_ablation(rows: List[Dict[str, Any]], path: str, dataset: str) -> bool:
     axes[1].set_xticklabels(labels)
     axes[1].axhline(0, color="k", linewidth=0.8)
     axes[1].set_ylabel("change of mean R-D loss vs M3 [%]")
-    axes[1].set_title("R-D loss (real rate + lambda MSE), same model lambda and images")
+    axes[1].set_title("R-D loss (rate + lambda MSE) vs M3, same lambda and images")
     if lambdas:
         axes[1].legend(fontsize=7)
     fig.suptitle(f"{dataset}: ablations (Figure 5)")

@@ -1,0 +1,222 @@
+"""The paper's Kodak protocol, resumable: baselines, main curves, ablations, then the report.
+
+    python examples/kodak.py --list                 # what is done, what remains, and an ETA from the cache
+    python examples/kodak.py                        # run everything not yet in the caches, then write the report
+    python examples/kodak.py --report-only          # just the report from the caches
+
+Stages (each skips every run already in its cache, so a killed run continues where it stopped):
+
+1. baselines: JPEG, JPEG2000, WebP, AVIF, JPEG XL at a sweep of settings on every image -> ``baselines.jsonl``
+2. amortized [M3] with every zoo model on every image -> ``cache.jsonl``
+3. main curves: SGA [M1] with every hyperprior model, SGA+BB [M2] with every bits-back model, on every image,
+   ``--iterations`` (the paper's 2000) -> ``cache.jsonl``
+4. ablations on a subset (``--ablation-count`` images, ``--ablation-lambdas``): MAP, STE, uniform noise,
+   deterministic annealing [A1-A4] with the hyperprior models, BB without SGA, BB amortized [A5, A6] with the
+   bits-back models -> ``cache.jsonl``
+5. the report (``tfc_inference.report``) -> ``--out``
+
+A run with fewer ``--iterations`` than 2000 is recorded as its own curve (the report never mixes iteration counts).
+``examples/tecnick.py`` runs the same protocol on Tecnick or on the unsplash1200 stand-in.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
+
+MAIN_METHODS = {"hyperprior": ["sga"], "bitsback": ["sga+bb"]}
+ABLATION_METHODS = {"hyperprior": ["map", "ste", "uniform-noise", "deterministic-annealing"],
+                    "bitsback": ["bb-no-sga", "bb-amortized"]}
+ALL_METHODS = ["amortized", "sga", "sga+bb", "map", "ste", "uniform-noise", "deterministic-annealing", "bb-no-sga",
+               "bb-amortized"]
+
+
+def parse_args(argv, dataset: str, images: str, ablation_count: int, published: Optional[str]):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + f" (dataset: {dataset})",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--images", default=images, help="folder of the test images")
+    p.add_argument("--dataset", default=dataset, help="dataset label in the report")
+    p.add_argument("--out", default=None, help="results folder (default: examples/results/<dataset>)")
+    p.add_argument("--iterations", type=int, default=2000, help="iterations of the iterative methods")
+    p.add_argument("--bbvi-iterations", type=int, default=2000, help="reproducible-BBVI steps of bits-back methods")
+    p.add_argument("--count", type=int, default=None, help="use the first N images (default: all)")
+    p.add_argument("--models", default=None, help="comma-separated zoo models (default: every hyperprior and "
+                                                  "bits-back model of the zoo)")
+    p.add_argument("--methods", default=",".join(ALL_METHODS), help="comma-separated methods to run")
+    p.add_argument("--ablation-count", type=int, default=ablation_count, help="images of the ablation subset")
+    p.add_argument("--ablation-lambdas", default="0.005,0.02", help="model lambdas of the ablation subset")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-baselines", action="store_true", help="do not run the classical codecs")
+    p.add_argument("--published", default=published, choices=("kodak", "tecnick", "none"),
+                   help="published curves in the report")
+    p.add_argument("--list", "--dry-run", dest="list", action="store_true",
+                   help="print what is done and what remains, with an ETA, and exit")
+    p.add_argument("--report-only", action="store_true", help="only write the report from the caches")
+    return p.parse_args(argv)
+
+
+def zoo_models(names: Optional[str]) -> List[Dict]:
+    from tfc_inference import zoo
+    models = {m["name"]: m for m in zoo.list_models()
+              if (m.get("config") or {}).get("kind") in ("hyperprior", "bitsback")}
+    if names:
+        wanted = [n.strip() for n in names.split(",") if n.strip()]
+        missing = [n for n in wanted if n not in models]
+        if missing:
+            sys.exit(f"not in the zoo: {', '.join(missing)} (have: {', '.join(models) or 'none'})")
+        return [models[n] for n in wanted]
+    return sorted(models.values(), key=lambda m: (m["config"]["kind"] != "hyperprior", m["config"]["lmbda"]))
+
+
+def stages(models: List[Dict], paths: Sequence[str], args) -> List[tuple]:
+    """(stage name, model name, methods, image paths) in priority order."""
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown:
+        sys.exit(f"unknown method(s): {', '.join(unknown)}")
+    abl_lambdas = {float(v) for v in args.ablation_lambdas.split(",") if v.strip()}
+    out = []
+    if "amortized" in methods:
+        out += [("amortized", m["name"], ["amortized"], paths) for m in models]
+    for m in models:
+        wanted = [x for x in MAIN_METHODS[m["config"]["kind"]] if x in methods]
+        if wanted:
+            out.append(("main", m["name"], wanted, paths))
+    for m in models:
+        if float(m["config"]["lmbda"]) in abl_lambdas:
+            wanted = [x for x in ABLATION_METHODS[m["config"]["kind"]] if x in methods]
+            if wanted:
+                out.append(("ablation", m["name"], wanted, paths[:args.ablation_count]))
+    return out
+
+
+def _estimate_seconds(records: List[Dict], model: str, method: str, iterations: int) -> Optional[float]:
+    """Seconds per megapixel of one (image, method) run: seconds per iteration from the cache times the
+    iterations, plus the run's other time (amortized encoder, coding, decoding); from this model's records if
+    any, else any model's.  Times are taken as proportional to the pixel count."""
+    for same_model in (True, False):
+        recs = [r for r in records if r.get("method") == method and (r.get("model") == model or not same_model)
+                and r.get("encode_seconds") is not None and r.get("height") and r.get("width")]
+        if not recs:
+            continue
+        mpix = [r["height"] * r["width"] / 1e6 for r in recs]
+        spi = [r["seconds_per_iteration"] / m for r, m in zip(recs, mpix) if r.get("seconds_per_iteration")]
+        total = [(r["encode_seconds"] + r.get("decode_seconds", 0.0)) / m for r, m in zip(recs, mpix)]
+        if spi and iterations:
+            overhead = statistics.median([t - r["seconds_per_iteration"] / m * r.get("iterations", 0)
+                                          for t, r, m in zip(total, recs, mpix) if r.get("seconds_per_iteration")])
+            return statistics.median(spi) * iterations + max(overhead, 0.0)
+        return statistics.median(total)
+    return None
+
+
+def _megapixels(path: str) -> float:
+    from PIL import Image
+    with Image.open(path) as img:
+        return img.width * img.height / 1e6
+
+
+def timing_records(cache: str) -> List[Dict]:
+    """Records of the other caches under examples/results/ made on this machine (timings for the ETA only)."""
+    from tfc_inference.evaluate import load_cache, machine_description
+    here = machine_description()
+    results = os.path.join(REPO, "examples", "results")
+    out = []
+    for folder in sorted(os.listdir(results)) if os.path.isdir(results) else []:
+        path = os.path.join(results, folder, "cache.jsonl")
+        if os.path.isfile(path) and os.path.abspath(path) != os.path.abspath(cache):
+            out += [r for r in load_cache(path) if r.get("machine") == here and "fingerprint" in r]
+    return out
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "kodak"), ablation_count: int = 6,
+         published: Optional[str] = None) -> int:
+    args = parse_args(argv, dataset, images, ablation_count, published)
+    from tfc_inference import baselines, evaluate, report, zoo
+    from tfc_inference.data import list_images
+    out = args.out or os.path.join(REPO, "examples", "results", args.dataset)
+    cache = os.path.join(out, "cache.jsonl")
+    base_cache = os.path.join(out, "baselines.jsonl")
+    if not os.path.isdir(args.images):
+        sys.exit(f"image folder not found: {args.images}")
+    paths = list_images([args.images])
+    paths = paths[:args.count] if args.count else paths
+    if not paths:
+        sys.exit(f"no images in {args.images}")
+
+    if not args.report_only:
+        models = zoo_models(args.models)
+        plan = stages(models, paths, args)
+        records = evaluate.load_cache(cache)
+        timings = records + timing_records(cache)
+        print(f"{args.dataset}: {len(paths)} images from {args.images}; {len(models)} zoo models; "
+              f"iterations {args.iterations}; cache {os.path.relpath(cache, REPO)}")
+        # baselines: counted without running
+        codecs = baselines.available_codecs()
+        done_b = {baselines.baseline_key(r) for r in evaluate.load_cache(base_cache) if "codec" in r}
+        todo_b = sum(1 for p in paths for c in codecs.values() for q in c.levels
+                     if (c.name, c.settings, os.path.basename(p), float(q)) not in done_b)
+        print(f"  baselines ({', '.join(codecs)}): {len(paths) * sum(len(c.levels) for c in codecs.values()) - todo_b}"
+              f" done, {todo_b} to do" + (" (skipped)" if args.skip_baselines else ""))
+        total_eta, unknown = 0.0, []
+        loaded = {}
+        for stage, name, methods, stage_paths in plan:
+            if name not in loaded:
+                loaded = {name: zoo.load_model(name)}  # one model in memory at a time
+            keys, jobs, _ = evaluate.plan(loaded[name], stage_paths, methods, cache, iterations=args.iterations,
+                                          seed=args.seed, bbvi_iterations=args.bbvi_iterations, records=records)
+            eta = 0.0
+            for job in jobs:
+                sec = _estimate_seconds(timings, name, job[1], job[2])
+                if sec is None:
+                    unknown.append(job[1])
+                else:
+                    eta += sec * _megapixels(job[0])
+            total_eta += eta
+            print(f"  {stage:9s} {name:24s} {','.join(methods):48s} {len(keys) - len(jobs):4d} done "
+                  f"{len(jobs):4d} to do" + (f"  ~{_hours(eta)}" if jobs and eta else ""))
+        abl = [s for s in plan if s[0] == "ablation"]
+        if not abl:
+            print(f"  ablation: no zoo model with a lambda in {args.ablation_lambdas} (--ablation-lambdas)")
+        note = f" (+ {len(unknown)} runs of {', '.join(sorted(set(unknown)))} without timings in the cache)" \
+            if unknown else ""
+        print(f"ETA of what remains: ~{_hours(total_eta)}{note}; estimated from the cache's seconds per iteration "
+              f"on this machine")
+        if args.list:
+            return 0
+        os.makedirs(out, exist_ok=True)
+        if not args.skip_baselines and todo_b:
+            baselines.run(paths, base_cache)
+        for stage, name, methods, stage_paths in plan:
+            model = zoo.load_model(name)
+            t0 = time.time()
+            evaluate.run(model, stage_paths, methods, cache, iterations=args.iterations, seed=args.seed,
+                         bbvi_iterations=args.bbvi_iterations)
+            print(f"{stage} {name} {','.join(methods)}: {time.time() - t0:.0f} s", flush=True)
+    caches = [c for c in (cache, base_cache) if os.path.isfile(c)]
+    if not caches:
+        sys.exit("no caches yet: nothing to report")
+    rel = [os.path.relpath(c, REPO) for c in caches]
+    command = " ".join(["tfc-inference report"] + [f"--cache {c}" for c in rel]
+                       + [f"--out {os.path.relpath(out, REPO)}", f"--dataset {args.dataset}"]
+                       + ([f"--published {args.published}"] if args.published else []))
+    rep = report.write(report.load_records(caches), out, args.dataset, args.published, caches=rel, command=command)
+    print(f"report: {os.path.relpath(os.path.join(out, 'summary.md'), REPO)} ({len(rep.files)} files); commit the "
+          f"caches ({', '.join(rel)}) so that progress survives a change of machine")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
