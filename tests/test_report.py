@@ -61,6 +61,7 @@ class BDRateTest(helpers.TestCase):
         self.assertIsNone(bd.value)
         self.assertEqual(str(bd), "n/a (3 points)")
         self.assertIsNotNone(report.bd_rate(bpp, psnr, bpp[:3], psnr[:3], min_points=3).value)
+        self.assertEqual(str(report.bd_rate(bpp[:2], psnr[:2], bpp, psnr)), "n/a (anchor: 2 points)")
         self.assertEqual(report.bd_rate(bpp, psnr, bpp, [p + 20 for p in psnr]).note, "n/a (no overlap)")
         self.assertEqual(report.bd_rate(bpp, psnr, bpp, [27.0, 27.0, 30.0, 31.0]).note, "n/a (repeated PSNR)")
 
@@ -208,3 +209,33 @@ class WriteTest(helpers.TestCase):
         self.assertIn("not a directory", err)
         code, _ = run("report", "--cache", cache, "--out", out, "--published", "mars")
         self.assertEqual(code, 2)
+
+
+class EvaluateMSSSIMTest(helpers.TestCase):
+
+    def test_evaluate_records_ms_ssim_and_old_records_stay_valid(self):
+        from tfc_inference import evaluate
+        folder = helpers.fresh_dir("msssim_images")
+        paths = []
+        for name, (h, w) in (("big.png", (176, 192)), ("small.png", (40, 72))):
+            paths.append(os.path.join(folder, name))
+            with open(paths[-1], "wb") as f:
+                f.write(helpers.encode_image(helpers.kodak_crop(h, w)))
+        cache = os.path.join(helpers.fresh_dir("msssim_cache"), "cache.jsonl")
+        model = helpers.shared_model("hyperprior")
+        records = evaluate.run(model, paths, ["amortized"], cache, progress=False)
+        big, small = records
+        self.assertIsNone(small["ms_ssim"])
+        from tfc_inference import codec
+        decoded = codec.decompress(codec.compress(model, helpers.kodak_crop(176, 192)).data, model)
+        self.assertNear(big["ms_ssim"], baselines.ms_ssim(helpers.kodak_crop(176, 192), decoded), 1e-6)
+        # a record written before MS-SSIM existed (no field) still counts as done, and aggregates to None
+        with open(cache, "w") as f:
+            for r in records:
+                r = dict(r)
+                r.pop("ms_ssim")
+                f.write(json.dumps(r) + "\n")
+        _, jobs, _ = evaluate.plan(model, paths, ["amortized"], cache)
+        self.assertEqual(jobs, [])
+        point = report.learned_curves(evaluate.load_cache(cache))["unnamed amortized"].points[0]
+        self.assertIsNone(point["ms_ssim"])
