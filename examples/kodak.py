@@ -114,6 +114,8 @@ def _estimate_seconds(records: List[Dict], model: str, method: str, iterations: 
             overhead = statistics.median([t - r["seconds_per_iteration"] / m * r.get("iterations", 0)
                                           for t, r, m in zip(total, recs, mpix) if r.get("seconds_per_iteration")])
             return statistics.median(spi) * iterations + max(overhead, 0.0)
+        if iterations and all(r.get("iterations") for r in recs):  # no per-iteration timing: scale the whole run
+            return statistics.median([t * iterations / r["iterations"] for t, r in zip(total, recs)])
         return statistics.median(total)
     return None
 
@@ -125,15 +127,18 @@ def _megapixels(path: str) -> float:
 
 
 def timing_records(cache: str) -> List[Dict]:
-    """Records of the other caches under examples/results/ made on this machine (timings for the ETA only)."""
+    """Records of the other caches under examples/results/ made on this kind of machine (timings for the ETA)."""
     from tfc_inference.evaluate import load_cache, machine_description
-    here = machine_description()
+    def cpu(machine):  # CPU model and cores; the kernel release differs between sessions of the same machine
+        return (machine or "").rsplit(",", 1)[0]
+
+    here = cpu(machine_description())
     results = os.path.join(REPO, "examples", "results")
     out = []
     for folder in sorted(os.listdir(results)) if os.path.isdir(results) else []:
         path = os.path.join(results, folder, "cache.jsonl")
         if os.path.isfile(path) and os.path.abspath(path) != os.path.abspath(cache):
-            out += [r for r in load_cache(path) if r.get("machine") == here and "fingerprint" in r]
+            out += [r for r in load_cache(path) if cpu(r.get("machine")) == here and "fingerprint" in r]
     return out
 
 
