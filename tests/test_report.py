@@ -209,6 +209,16 @@ class WriteTest(helpers.TestCase):
         self.assertIn("not a directory", err)
         code, _ = run("report", "--cache", cache, "--out", out, "--published", "mars")
         self.assertEqual(code, 2)
+        # published curves of another image set are drawn for scale, never used as anchors
+        other = os.path.join(helpers.fresh_dir("report_cli"), "unsplash1200")
+        code, err = run("report", "--cache", cache, "--out", other, "--published", "tecnick", "-q")
+        self.assertEqual(code, 0, err)
+        with open(os.path.join(other, "summary.md")) as f:
+            self.assertIn("published curves are of tecnick, a different image set", f.read())
+        with open(os.path.join(other, "bd_rates.csv")) as f:
+            header = f.readline()
+        self.assertNotIn("vs BPG", header)
+        self.assertFalse(os.path.exists(os.path.join(other, "bd_vs_bpg.png")))
 
 
 class EvaluateMSSSIMTest(helpers.TestCase):

@@ -399,6 +399,13 @@ class Report:
     min_points: int
     allow_partial: bool
     files: List[str] = dataclasses.field(default_factory=list)
+    #: the image set of the published curves ("kodak", "tecnick" or "none")
+    published_set: str = "none"
+
+    @property
+    def same_set(self) -> bool:
+        """Whether the published curves are of this dataset (else: shown for scale, never used as anchors)."""
+        return self.published_set == self.dataset
 
     def main_points(self, c: Curve) -> List[Dict[str, Any]]:
         return c.points if self.allow_partial else c.complete(self.images)
@@ -423,7 +430,7 @@ def build(records: Sequence[Dict[str, Any]], dataset: str = "kodak", published: 
     pub_set = published if published is not None else (dataset if dataset in baselines.PUBLISHED else "none")
     pub = published_curves(pub_set, published_root) if pub_set != "none" else OrderedDict()
     return Report(dataset, images, ours, baseline_curves(records), pub, _base_curve_id(ours), min_points,
-                  allow_partial)
+                  allow_partial, published_set=pub_set)
 
 
 def _anchors(rep: Report) -> "OrderedDict[str, Tuple[str, Curve]]":
@@ -432,7 +439,7 @@ def _anchors(rep: Report) -> "OrderedDict[str, Tuple[str, Curve]]":
     if rep.base_id:
         base = rep.ours[rep.base_id]
         out["M3"] = (f"Base Hyperprior [M3] = {base.label}", dataclasses.replace(base, points=rep.main_points(base)))
-    if "bpg444" in rep.published:
+    if "bpg444" in rep.published and rep.same_set:
         out["BPG"] = ("BPG 4:4:4, published (" + rep.published["bpg444"].source + ")", rep.published["bpg444"])
     if "jpeg2000 level=psnr" in rep.baselines:
         j = rep.baselines["jpeg2000 level=psnr"]
@@ -450,6 +457,9 @@ def bd_table(rep: Report) -> List[Dict[str, Any]]:
         row = OrderedDict(curve=c.label, kind=c.kind, points=len(pts), partial=len(c.points) - len(pts))
         tb, tp = c.arrays(pts)
         for name, (_, anchor) in anchors.items():
+            if c.kind == "published" and anchor.kind != "published" and not rep.same_set:
+                row[f"vs {name}"] = BD(None, f"n/a (other image set: {rep.published_set})")
+                continue
             if anchor is c or anchor.id == c.id and anchor.kind == c.kind:
                 row[f"vs {name}"] = BD(0.0, "anchor") if len(pts) else BD(None, "n/a (0 points)")
                 continue
@@ -596,7 +606,7 @@ def plot_rd(rep: Report, path: str, metric: str = "psnr") -> bool:
 
 
 def plot_bd_vs_psnr(rep: Report, path: str) -> bool:
-    if "bpg444" not in rep.published:
+    if "bpg444" not in rep.published or not rep.same_set:
         return False
     plt = _plt()
     bpg = rep.published["bpg444"]
@@ -719,7 +729,7 @@ def write(records: Sequence[Dict[str, Any]], out_dir: str, dataset: str = "kodak
     # points
     point_rows = []
     for c in list(rep.ours.values()) + list(rep.baselines.values()):
-        rel_bpg = relative_rate(rep.published["bpg444"], c.points) if "bpg444" in rep.published else [None] * len(
+        rel_bpg = relative_rate(anchors["BPG"][1], c.points) if "BPG" in anchors else [None] * len(
             c.points)
         rel_j2k = relative_rate(anchors["JPEG2000"][1], c.points) if "JPEG2000" in anchors else [None] * len(c.points)
         for p, rb, rj in zip(c.points, rel_bpg, rel_j2k):
@@ -788,6 +798,9 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, paper, figures, ca
              "setting. Our rates are real file sizes (bits-back: net of the carried side information); the paper's "
              "curves are its *estimated* rates. BD-rate: `bjontegaard.bd_rate`, pchip, over the PSNR interval both "
              f"curves cover, at least {rep.min_points} points per curve.\n")
+    if rep.published and not rep.same_set:
+        L.append(f"**The published curves are of {rep.published_set}, a different image set**: they are drawn for "
+                 f"scale only and are not used as BD-rate anchors for {rep.dataset}.\n")
     # status
     present = {c.key.method for c in rep.ours.values()}
     L.append("## Status\n")
