@@ -249,3 +249,21 @@ class EvaluateMSSSIMTest(helpers.TestCase):
         self.assertEqual(jobs, [])
         point = report.learned_curves(evaluate.load_cache(cache))["unnamed amortized"].points[0]
         self.assertIsNone(point["ms_ssim"])
+
+
+class LosslessPointTest(helpers.TestCase):
+
+    def test_infinite_psnr_is_kept_out_of_plots_and_strict_json(self):
+        recs = [dict(codec="jpeg", method="jpeg", settings="s", level=q, image="a.png", bpp=b, psnr=p, ms_ssim=None)
+                for q, b, p in [(10.0, 0.2, 25.0), (50.0, 0.8, 31.0), (100.0, 8.0, float("inf"))]]
+        out = helpers.fresh_dir("report_lossless")
+        report.write(recs, out, "kodak")
+        self.assertTrue(os.path.isfile(os.path.join(out, "rd.png")))
+        (name,) = os.listdir(os.path.join(out, "compressai"))
+
+        def refuse(constant):
+            raise ValueError(constant)
+
+        with open(os.path.join(out, "compressai", name)) as f:
+            data = json.load(f, parse_constant=refuse)
+        self.assertEqual(data["results"]["psnr-rgb"], [25.0, 31.0, None])

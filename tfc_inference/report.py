@@ -366,8 +366,11 @@ def paper_savings(root: Optional[str] = None) -> List[Dict[str, Any]]:
 # CompressAI layout
 def compressai_json(curve: Curve, points: Optional[List[Dict[str, Any]]] = None, dataset: str = "") -> Dict[str, Any]:
     pts = curve.points if points is None else points
-    results = OrderedDict([("bpp", [p["bpp"] for p in pts]), ("psnr-rgb", [p["psnr"] for p in pts]),
-                           ("ms-ssim-rgb", [p.get("ms_ssim") for p in pts])])
+    def num(v):  # strict JSON: a lossless point's infinite PSNR becomes null
+        return None if v is None or not math.isfinite(v) else v
+
+    results = OrderedDict([("bpp", [p["bpp"] for p in pts]), ("psnr-rgb", [num(p["psnr"]) for p in pts]),
+                           ("ms-ssim-rgb", [num(p.get("ms_ssim")) for p in pts])])
     if any(p.get("estimated_bpp") is not None for p in pts):
         results["estimated_bpp"] = [p.get("estimated_bpp") for p in pts]
     if any(p.get("encode_seconds") is not None for p in pts):
@@ -573,7 +576,7 @@ def plot_rd(rep: Report, path: str, metric: str = "psnr") -> bool:
     drawn = 0
     for c in list(rep.published.values()) + list(rep.baselines.values()) + list(rep.ours.values()):
         pts = [p for p in (rep.main_points(c) if c.kind != "published" else c.points)
-               if p.get(metric) is not None and p["bpp"] <= xmax]
+               if p.get(metric) is not None and math.isfinite(p[metric]) and p["bpp"] <= xmax]
         if not pts:
             continue
         x, y = [p["bpp"] for p in pts], [p[metric] for p in pts]
@@ -581,7 +584,8 @@ def plot_rd(rep: Report, path: str, metric: str = "psnr") -> bool:
         ys += y
         drawn += 1
         if c.kind == "ours" and not rep.allow_partial:
-            partial = [p for p in c.points if p not in pts and p.get(metric) is not None]
+            partial = [p for p in c.points if p not in pts and p.get(metric) is not None
+                       and math.isfinite(p[metric]) and p["bpp"] <= xmax]
             if partial:
                 ax.plot([p["bpp"] for p in partial], [p[metric] for p in partial], linestyle="", marker="o",
                         markerfacecolor="none", color=ax.lines[-1].get_color(),
