@@ -40,8 +40,9 @@ ALL_METHODS = ["amortized", "sga", "sga+bb", "map", "ste", "uniform-noise", "det
 
 
 def parse_args(argv, dataset: str, images: str, ablation_count: int, published: Optional[str]):
+    from tfc_inference.cli import _HelpFormatter  # shows defaults, except None
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + f" (dataset: {dataset})",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_HelpFormatter)
     p.add_argument("--images", default=images, help="folder of the test images")
     p.add_argument("--dataset", default=dataset, help="dataset label in the report")
     p.add_argument("--out", default=None, help="results folder (default: examples/results/<dataset>)")

@@ -20,6 +20,8 @@ import kodak  # noqa: E402
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
     if "--unsplash1200" in argv:
         argv.remove("--unsplash1200")
         return kodak.main(argv, dataset="unsplash1200", images=os.path.join(kodak.SHARED, "unsplash1200"),
