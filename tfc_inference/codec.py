@@ -21,10 +21,12 @@ decoder would return garbage.  Two measures:
 * *guard*: a CRC-32 over the coding tables and every (pinned) scale index, checked before the y stream is
   decoded, raises :class:`~tfc_inference.errors.EntropyModelMismatchError` instead of decoding garbage; a CRC-32
   of the encoder's reconstruction tells whether the decoded image is bit-identical (if not, only the synthesis
-  numerics differed: :class:`~tfc_inference.errors.InexactDecodeWarning`).  Bits-back files can carry a CRC
-  of the latents instead (their y coder uses continuous scales, which cannot be pinned), but by default do not
-  (:data:`BITS_BACK_GUARD`): on other numerics their image may be garbage; only the side information is
-  guarded (by the q checksum of :mod:`tfc_inference.bits_back`).
+  numerics differed: :class:`~tfc_inference.errors.InexactDecodeWarning`).  Bits-back files carry a CRC of
+  the latents and of the image instead (:data:`BITS_BACK_GUARD`; their y coder uses continuous scales, which
+  cannot be pinned): their y decoding is sensitive to the last bit of the scales, and even the intra-op thread
+  count changes it (tests/test_reliability.py), so a decoder on other numerics raises
+  :class:`~tfc_inference.errors.EntropyModelMismatchError` instead of returning garbage.  The side information
+  is guarded separately (by the q checksum of :mod:`tfc_inference.bits_back`).
 
 Guard stream layout (hyperprior methods): CRC-32 of (z CDF table, z CDF offsets, y CDF table, y CDF offsets,
 scale indexes as bytes), CRC-32 of the latents (4 z_hat and y symbols as int32: catches a payload altered before
@@ -54,10 +56,11 @@ BB_METHODS = ("sga+bb", "bb-no-sga", "bb-amortized")
 #: Scale indexes whose float value lies closer than this to an interior integer are pinned (container v2).
 #: Measured encoder/decoder differences with oneDNN on vs off are ~2e-5 (examples/results/reliability).
 PIN_MARGIN = 1e-4
-#: Whether version 2 bits-back files get a guard stream (a third stream: CRC of the latents and of the image).
-#: Off by default: bits-back files keep their two streams (``[meta, ans words]``, which other code and tests
-#: unpack); the decoder reads bits-back files with or without the guard.
-BITS_BACK_GUARD = False
+#: Whether version 2 bits-back files get a guard stream (a third stream, 8 bytes: CRC of the latents and of the
+#: image; 9 bytes with its length field).  On since the determinism tests found bits-back files encoded with one
+#: intra-op thread count decoding to garbage, silently, with another.  The decoder reads bits-back files with
+#: or without the guard (``[meta, ans words]`` or ``[meta, ans words, guard]``).
+BITS_BACK_GUARD = True
 
 ModelLike = Union[str, Any]
 
