@@ -250,3 +250,48 @@ class DecoderFuzzTest(helpers.TestCase):
                     EntropyModelMismatchError, ModelMismatchError):
             self.assertTrue(issubclass(cls, BitstreamError))
         self.assertTrue(issubclass(ModelNotFoundError, ModelError))
+
+
+#: Found by examples/fuzz_decoder.py (seed 0, case 5611): a version 1 file of the tiny seed-0 model whose declared
+#: size was changed to 204x287 and its CRC recomputed.  TFC's range decoder never returns on its y stream (the
+#: Elias-gamma overflow loop keeps reading zero bits after the end of the stream).
+_HANGING_FILE = bytes.fromhex("5446434901000666757a7a2d61437f3f89f095c6279f02cc010206146ac9204c656c7ffac7a4e7c88728"
+                              "a5c943a960d27d48990e3426420b241e")
+
+
+class DecodeTimeoutTest(helpers.TestCase):
+    """``decompress --timeout`` turns the endless loop into a one-line error (the C++ op cannot be interrupted)."""
+
+    def test_crafted_file_that_hangs_the_range_decoder(self):
+        import subprocess
+        import sys
+        ckpt = helpers.checkpoint()
+        fields, streams = _fields(_HANGING_FILE)
+        self.assertEqual(fields["fingerprint"], zoo.load_model(ckpt).fingerprint())  # the same tiny model
+        work = helpers.fresh_dir("hang")
+        path, png = os.path.join(work, "hang.tfci"), os.path.join(work, "hang.png")
+        with open(path, "wb") as f:
+            f.write(_pack(dict(fields, name=os.path.basename(ckpt).encode()), streams))
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+                   PYTHONPATH=helpers.REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "tfc_inference", "decompress", path, "-o", png, "--model", ckpt,
+                               "--timeout", "3"], env=env, capture_output=True, text=True, timeout=300)
+        self.assertEqual(proc.returncode, 1, proc.stderr[-2000:])
+        self.assertIn("did not finish within 3 s", proc.stderr)
+        self.assertLen(proc.stderr.strip().splitlines(), 1)
+        self.assertEqual(os.listdir(work), ["hang.tfci"])  # no output, no temporary file
+        self.assertLess(time.perf_counter() - t0, 120)
+
+    def test_timeout_does_not_disturb_a_normal_decode(self):
+        import contextlib
+        import io
+        from tfc_inference import cli
+        ckpt = helpers.checkpoint()
+        work = helpers.fresh_dir("timeout_ok")
+        path, png = os.path.join(work, "ok.tfci"), os.path.join(work, "ok.png")
+        with open(path, "wb") as f:
+            f.write(helpers.real_tfci_file())
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.assertEqual(cli.main(["decompress", path, "-o", png, "--model", ckpt, "--timeout", "600"]), 0)
+        self.assertTrue(os.path.isfile(png))

@@ -123,6 +123,27 @@ def _write_atomic(path: str, data: bytes, force: bool = True) -> None:
         raise
 
 
+def _deadline(seconds: float, what: str):
+    """Ends the process with a one-line error (exit status 1) unless cancelled within ``seconds``.
+
+    The decoder fuzz (examples/fuzz_decoder.py) found files -- damaged and then given a valid CRC, i.e. crafted
+    -- that send TensorFlow Compression's range decoder into an endless loop (its Elias-gamma overflow decoding
+    reads zero bits forever once the stream is exhausted); a C++ op cannot be interrupted, so the only way out
+    is to end the process.  Output files are written only after decoding, so nothing is left behind."""
+    import threading
+
+    def expire():
+        sys.stderr.write(f"{PROG}: error: {what} did not finish within {seconds:g} s; gave up (a damaged or crafted "
+                         f"file can make the range decoder loop forever)\n")
+        sys.stderr.flush()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def _png_bytes(image) -> bytes:
     from PIL import Image
     buffer = io.BytesIO()
@@ -222,7 +243,12 @@ def cmd_decompress(args) -> int:
         _check_output_path(args.side_info_out, args.force)
     model = _load_model(args.model or header.model_name)
     t0 = time.perf_counter()
-    result = codec.decompress_details(data, model)
+    timer = _deadline(args.timeout, f"decoding {args.input}") if args.timeout else None
+    try:
+        result = codec.decompress_details(data, model)
+    finally:
+        if timer is not None:
+            timer.cancel()
     seconds = time.perf_counter() - t0
     _write_atomic(output, _png_bytes(result.image), args.force)
     if args.side_info_out is not None:
@@ -542,6 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--side-info-out", metavar="FILE",
                    help="bits-back files: write the recovered side information to FILE")
     p.add_argument("-f", "--force", action="store_true", help="overwrite the output files if they exist")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="give up (exit status 1) if decoding takes longer: for files from untrusted sources, "
+                        "which can make the range decoder loop forever")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(func=cmd_decompress)
 
