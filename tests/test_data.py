@@ -2,13 +2,14 @@
 import os
 import pathlib
 import unittest
+import warnings
 
 import numpy as np
 from PIL import Image
 
 from tests import helpers
 from tfc_inference import data
-from tfc_inference.errors import ImageError, TrainingError, UnsupportedImageModeError
+from tfc_inference.errors import ImageConversionWarning, ImageError, TrainingError, UnsupportedImageModeError
 
 
 def _pattern(h, w, channels=3, seed=0):
@@ -78,32 +79,32 @@ class ToRGBFromFilesTest(helpers.TestCase):
         with self.assertRaises(UnsupportedImageModeError):
             data.to_rgb_array(Image.fromarray(rgba, mode="RGBA"))
 
-    def test_16bit_grayscale_png_is_refused(self):
+    def test_16bit_images_are_converted_with_a_notice(self):
         gray16 = (np.arange(20, dtype=np.uint16).reshape(4, 5) * 3000)
-        for png in (helpers.raw_png(gray16, 16, 0), _save(Image.fromarray(gray16.astype(np.uint16)))):
-            with self.assertRaises(UnsupportedImageModeError):
-                data.to_rgb_array(png)
-
-    # BUG (tfc_inference/data.py, to_rgb_array/_from_pil): Pillow decodes 16-bit-per-channel RGB, RGBA and LA
-    # PNGs to 8-bit "RGB"/"RGBA" images (raw mode "RGB;16B" etc.), so they are accepted and silently truncated
-    # to their high bytes instead of raising UnsupportedImageModeError as documented.
-    def test_16bit_color_png_is_refused(self):
         rgb16 = np.random.default_rng(0).integers(0, 65536, (4, 5, 3)).astype(np.uint16)
-        failures = []
-        for name, png in [("RGB16", helpers.raw_png(rgb16, 16, 2)),
-                          ("RGBA16", helpers.raw_png(np.concatenate(
-                              [rgb16, np.full((4, 5, 1), 65535, np.uint16)], -1), 16, 6)),
-                          ("LA16", helpers.raw_png(np.stack(
-                              [rgb16[..., 0], np.full((4, 5), 65535, np.uint16)], -1), 16, 4))]:
-            try:
-                data.to_rgb_array(png)
-                failures.append(name)
-            except UnsupportedImageModeError:
-                pass
-        self.assertEqual(failures, [])
+        opaque = np.full((4, 5, 1), 65535, np.uint16)
+        cases = [("gray16 png", helpers.raw_png(gray16, 16, 0), np.dstack([gray16] * 3)),
+                 ("gray16 pil", _save(Image.fromarray(gray16)), np.dstack([gray16] * 3)),
+                 ("RGB16", helpers.raw_png(rgb16, 16, 2), rgb16),
+                 ("RGBA16", helpers.raw_png(np.concatenate([rgb16, opaque], -1), 16, 6), rgb16),
+                 ("LA16", helpers.raw_png(np.dstack([rgb16[..., 0], opaque[..., 0]]), 16, 4),
+                  np.dstack([rgb16[..., 0]] * 3))]
+        for name, png, samples in cases:
+            with self.subTest(name), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                arr = data.to_rgb_array(png)
+                self.assertEqual(arr.dtype, np.uint8)
+                self.assertAllEqual(arr, (samples >> 8).astype(np.uint8))  # the high bytes
+                self.assertTrue(any(issubclass(w.category, ImageConversionWarning) and "16-bit" in str(w.message)
+                                    for w in caught), name)
+        with warnings.catch_warnings(record=True) as caught:  # 8-bit input: no notice
+            warnings.simplefilter("always")
+            data.to_rgb_array(helpers.encode_image(np.zeros((4, 5, 3), np.uint8)))
+        self.assertFalse([w for w in caught if issubclass(w.category, ImageConversionWarning)])
 
-    def test_int_and_float_pil_modes_are_refused(self):
-        for mode, arr in (("I", np.zeros((3, 3), np.int32)), ("F", np.zeros((3, 3), np.float32))):
+    def test_int32_and_float_pil_modes_are_refused(self):
+        for mode, arr in (("I", np.full((3, 3), 70000, np.int32)), ("I", np.full((3, 3), -1, np.int32)),
+                          ("F", np.zeros((3, 3), np.float32))):
             with self.assertRaises(UnsupportedImageModeError, msg=mode):
                 data.to_rgb_array(Image.fromarray(arr, mode=mode))
 

@@ -2,7 +2,7 @@
 input matrix (formats, modes, sizes, orientation), safe output files and clear errors for bad checkpoints.
 
 What other modules already test is not repeated here:
-  * grayscale / palette / opaque RGBA / transparent RGBA / 16-bit refusal / bilevel / truncated and garbage
+  * grayscale / palette / opaque RGBA / transparent RGBA / 16-bit conversion / bilevel / truncated and garbage
     images: test_data.ToRGBFromFilesTest; 1x1 .. 513x769 round trips: test_codec.RoundTripTest;
   * repeated compress in one process: test_codec.RoundTripTest.test_deterministic;
   * the bits-back q checksum with a perturbed BBVI: test_bits_back (in process; here also through the CLI in a
@@ -327,14 +327,22 @@ class InputMatrixTest(helpers.TestCase):
                 status, _, err = self._cli("compress", path, "-o", path + ".tfci", "--model", self.ckpt, "-q")
                 self.assertEqual(status, 0, err)
 
+    def test_16bit_input_is_converted_with_a_one_line_notice(self):
+        gray16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+        path = self._file("gray16.png", helpers.raw_png(np.dstack([gray16] * 3), 16, 2))
+        status, _, err = self._cli("compress", path, "-o", path + ".tfci", "--model", self.ckpt, "-q")
+        self.assertEqual(status, 0, err)
+        self.assertIn("warning: ", err)
+        self.assertIn("16-bit samples converted to 8 bits", err)
+        self.assertNotIn("Traceback", err)
+        self.assertTrue(os.path.exists(path + ".tfci"))
+
     def test_refused_modes_name_the_problem(self):
         rgba = np.dstack([_rgb(8, 8), np.full((8, 8), 255, np.uint8)])
         rgba[3, 3, 3] = 0
         gray16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
         cases = {"rgba.png": (helpers.encode_image(rgba), "transparency"),
-                 "gray16.png": (helpers.raw_png(gray16, 16, 0), "16-bit"),
-                 "rgb16.png": (helpers.raw_png(np.dstack([gray16] * 3), 16, 2), "16-bit"),
-                 "float.tif": (_encoded(Image.fromarray(np.ones((8, 8), np.float32)), "TIFF"), "16-bit/float")}
+                 "float.tif": (_encoded(Image.fromarray(np.ones((8, 8), np.float32)), "TIFF"), "float")}
         for name, (content, word) in cases.items():
             with self.subTest(name=name):
                 path = self._file(name, content)

@@ -717,6 +717,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         tf.get_logger().setLevel("ERROR")
     except ImportError:  # pragma: no cover
         pass
+    import warnings
+    from tfc_inference.errors import ImageConversionWarning, InexactDecodeWarning
+
+    def show_notice(message, category, *unused):
+        if issubclass(category, (ImageConversionWarning, InexactDecodeWarning)):
+            print(f"{PROG}: warning: {_one_line(message)}", file=sys.stderr)
+        else:
+            default_showwarning(message, category, *unused)
+
+    default_showwarning = warnings.showwarning
+    warnings.showwarning = show_notice
     try:
         return args.func(args)
     except (TFCInferenceError, _UserError) as e:
@@ -726,6 +737,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = default_showwarning
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return 1
 

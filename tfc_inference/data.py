@@ -2,7 +2,8 @@
 
 Images for coding are converted to 8-bit RGB ``uint8`` arrays of shape [H, W, 3]: grayscale (``L``), palette
 (``P``) and ``RGB``-like modes convert losslessly; alpha channels are accepted only when fully opaque, and
-16-bit or float images are refused, since coding them as 8-bit RGB would silently lose information.  An EXIF
+16-bit images are reduced to 8 bits (their high bytes) with an ``ImageConversionWarning``; float images are
+refused.  An EXIF
 orientation tag is applied (the array is the image as viewers show it).  Images above
 :data:`tfc_inference.container.MAX_PIXELS` pixels are refused from their header, before any pixel is decoded.
 
@@ -13,13 +14,15 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from typing import Iterable, List, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tfc_inference.container import MAX_PIXELS
-from tfc_inference.errors import ImageError, ImageTooLargeError, TrainingError, UnsupportedImageModeError
+from tfc_inference.errors import (ImageConversionWarning, ImageError, ImageTooLargeError, TrainingError,
+                                  UnsupportedImageModeError)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 MAX_IMAGE_SIDE = 1 << 15  # 32768: the container stores sizes as 16-bit-plus fields; larger would not fit RAM anyway
@@ -35,6 +38,10 @@ def _has_16bit_samples(img: Image.Image) -> bool:
         if isinstance(rawmode, str) and ";16" in rawmode:
             return True
     return False
+
+
+def _warn_16bit(what: str) -> None:
+    warnings.warn(f"{what}: 16-bit samples converted to 8 bits (high byte)", ImageConversionWarning, stacklevel=4)
 
 
 def _check_size(width: int, height: int, what: str) -> None:
@@ -58,8 +65,15 @@ def _from_pil(img: Image.Image, what: str) -> np.ndarray:
     _check_size(*img.size, what)
     img = _oriented(img)
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        raise UnsupportedImageModeError(f"{what}: {mode} images (16-bit/float) are not supported; convert to 8-bit RGB")
+    if mode == "F":
+        raise UnsupportedImageModeError(f"{what}: float images are not supported; convert to 8-bit RGB")
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        samples = np.asarray(img).astype(np.int64)
+        if samples.size and (samples.min() < 0 or samples.max() > 65535):
+            raise UnsupportedImageModeError(f"{what}: 32-bit integer images are not supported; convert to 8-bit")
+        _warn_16bit(what)
+        gray = (samples >> 8).astype(np.uint8)  # the high byte, as Pillow does for 16-bit colour files
+        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=-1))
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         rgba = np.asarray(img.convert("RGBA"))
         if (rgba[..., 3] != 255).any():
@@ -76,7 +90,10 @@ def to_rgb_array(image: ImageLike, what: str = "image") -> np.ndarray:
 
     Raises:
       ImageError: unreadable or empty input, or an array of the wrong dtype/shape.
-      UnsupportedImageModeError: transparency, 16-bit or float data.
+      UnsupportedImageModeError: transparency or float data.
+
+    Warns:
+      ImageConversionWarning: 16-bit samples were reduced to 8 bits.
     """
     if isinstance(image, np.ndarray):
         arr = image
@@ -101,10 +118,9 @@ def to_rgb_array(image: ImageLike, what: str = "image") -> np.ndarray:
                 src = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else os.fspath(image)
                 img = Image.open(src)
                 _check_size(*img.size, what)  # from the header: nothing decoded yet
-                # Pillow reads 16-bit colour PNGs as 8-bit modes (raw mode "RGB;16B"): refuse them before
-                # they are silently cut to their high bytes.
+                # Pillow reads 16-bit colour PNGs as 8-bit modes (raw mode "RGB;16B", the high bytes): say so.
                 if _has_16bit_samples(img):
-                    raise UnsupportedImageModeError(f"{what}: 16-bit images are not supported; convert to 8-bit")
+                    _warn_16bit(what)
                 img.load()
             except FileNotFoundError:
                 raise ImageError(f"{what}: file not found") from None

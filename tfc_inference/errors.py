@@ -49,6 +49,10 @@ class ImageTooLargeError(ImageError):
     """The image (or the size a file declares) exceeds the stated pixel limit."""
 
 
+class ImageConversionWarning(UserWarning):
+    """The input image was converted with a loss of information (16-bit samples reduced to 8 bits)."""
+
+
 class InexactDecodeWarning(UserWarning):
     """The entropy decoding was exact but the decoded image is not bit-identical to the encoder's reconstruction
     (the synthesis transform ran on different floating point numerics)."""
