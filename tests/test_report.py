@@ -64,6 +64,11 @@ class BDRateTest(helpers.TestCase):
         self.assertEqual(str(report.bd_rate(bpp[:2], psnr[:2], bpp, psnr)), "n/a (anchor: 2 points)")
         self.assertEqual(report.bd_rate(bpp, psnr, bpp, [p + 20 for p in psnr]).note, "n/a (no overlap)")
         self.assertEqual(report.bd_rate(bpp, psnr, bpp, [27.0, 27.0, 30.0, 31.0]).note, "n/a (repeated PSNR)")
+        # a dominated point (more bits, less PSNR than another) is flagged
+        bd = report.bd_rate(bpp, psnr, [0.1, 0.3, 0.25, 0.8], psnr)
+        self.assertIsNotNone(bd.value)
+        self.assertIn("test not monotonic", bd.note)
+        self.assertEqual(report.bd_rate(bpp, psnr, bpp, psnr).note, "")
 
     def test_paper_savings_recomputed_from_the_published_curves(self):
         rows = {(r["dataset"], r["method"]): r["bd"].value for r in report.paper_savings()}

@@ -300,7 +300,11 @@ def bd_rate(anchor_bpp, anchor_dist, test_bpp, test_dist, min_points: int = DEFA
     if not np.isfinite(value):
         return BD(None, "n/a")
     test_span = t[1][-1] - t[1][0]
-    note = "" if test_span <= 0 or (hi - lo) >= 0.999 * test_span else f"over {lo:.1f}-{hi:.1f} dB"
+    notes = [] if test_span <= 0 or (hi - lo) >= 0.999 * test_span else [f"over {lo:.1f}-{hi:.1f} dB"]
+    for name, (rates, _) in (("test", t), ("anchor", a)):
+        if np.any(np.diff(rates) <= 0):  # a point dominated by another: the interpolated curve is not monotonic
+            notes.append(f"{name} not monotonic")
+    note = "; ".join(notes)
     return BD(float(value), note, (float(lo), float(hi)))
 
 
@@ -624,8 +628,12 @@ def plot_bd_vs_psnr(rep: Report, path: str) -> bool:
             continue
         grid, sav = savings_vs_psnr(bpg, pts)
         if len(grid):
-            ax.plot(grid, sav, label=c.label, **{k: v for k, v in _STYLE[c.kind].items() if k != "marker"})
+            line = ax.plot(grid, sav, label=c.label, **{k: v for k, v in _STYLE[c.kind].items() if k != "marker"})
             drawn += 1
+            if c.kind == "ours":  # the measured points themselves (the line interpolates between them)
+                xy = [(p["psnr"], r) for p, r in zip(pts, relative_rate(bpg, pts)) if r is not None]
+                if xy:
+                    ax.plot(*zip(*xy), linestyle="", marker="o", color=line[0].get_color())
         elif c.kind == "ours" and pts:
             rel = relative_rate(bpg, pts)
             xy = [(p["psnr"], r) for p, r in zip(pts, rel) if r is not None]
