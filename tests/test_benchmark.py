@@ -19,7 +19,7 @@ class BenchmarkTest(helpers.TestCase):
         self.assertGreater(figures["peak_memory_mib"], 10)
         text = benchmark.markdown(report, "tiny", "test machine")
         self.assertIn("| one SGA step (compiled whole loop) |", text)
-        self.assertIn("naive eager loop", text)
+        self.assertIn("Naive eager SGA step (before)", text)
         self.assertIn("GFLOP/s", text)
 
     def test_flop_counts_match_hand_computation(self):

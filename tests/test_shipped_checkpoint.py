@@ -41,7 +41,7 @@ class ShippedCheckpointTest(helpers.TestCase):
         from tfc_inference.export import export_saved_model
         crop = self.image[:200, :300]
         result = codec.compress(self.model, crop)
-        _, (z_stream, y_stream) = container.unpack(result.data)
+        z_stream, y_stream = container.unpack(result.data)[1][:2]  # [z, y, guard]
         with tempfile.TemporaryDirectory() as d:
             export_saved_model(self.model, os.path.join(d, "sm"))
             loaded = tf.saved_model.load(os.path.join(d, "sm"))
