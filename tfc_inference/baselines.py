@@ -125,7 +125,7 @@ def run(image_paths: Sequence[str], cache_path: str, codecs: Optional[Iterable[s
     records of all requested runs (cached ones included), in (image, codec, level) order."""
     from tqdm import tqdm
     from tfc_inference.data import read_image
-    from tfc_inference.evaluate import load_cache, machine_description
+    from tfc_inference.evaluate import append_record, load_cache, machine_description
     available = available_codecs()
     names = list(available) if codecs is None else list(codecs)
     for n in names:
@@ -166,10 +166,7 @@ def run(image_paths: Sequence[str], cache_path: str, codecs: Optional[Iterable[s
                    bpp=8 * len(data) / (h * w), mse=mse, psnr=psnr(x, y), ms_ssim=ms_ssim(x, y),
                    encode_seconds=encode_seconds, decode_seconds=decode_seconds, imagecodecs=version,
                    machine=machine)
-        with open(cache_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_record(cache_path, rec)
         done[key] = rec
     bar.close()
     return [done[k] for k in keys]

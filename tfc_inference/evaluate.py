@@ -44,6 +44,14 @@ def load_cache(path: str) -> List[Dict[str, Any]]:
     return records
 
 
+def append_record(cache_path: str, record: Dict[str, Any]) -> None:
+    """Appends one JSON line to the cache and syncs it, so a killed run loses at most the record in flight."""
+    with open(cache_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def machine_description() -> str:
     """CPU model, core count and OS, for results tables."""
     cpu = platform.processor() or platform.machine()
@@ -162,10 +170,7 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
             rec["trace"] = [dict(step=t["step"], tau=t["tau"], loss=t["loss"][0],
                                  relaxed_loss=None if t["relaxed_loss"] is None else t["relaxed_loss"][0],
                                  bpp=t["bpp"][0], psnr=t["psnr"][0]) for t in result.extra["trace"]]
-        with open(cache_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_record(cache_path, rec)
         done[key] = rec
     bar.close()
     return [done[k] for k in keys]
