@@ -23,7 +23,9 @@ Cases (deterministic in ``--seed``): every prefix length of every base file, the
 
 Each case is decoded by a long-lived worker process (``codec.decompress_details``); the parent enforces a
 per-case time limit (``--timeout``: the worker is killed and the case counted as a *hang*) and counts a worker
-that dies as a *crash*.  Outcomes:
+that dies as a *crash*.  The decoder's own time limit (``--decode-timeout``, passed to ``decompress_details``)
+ends TFC's endless range-decoder loop with ``DecodeTimeoutError``; the worker, whose abandoned decoder thread
+keeps spinning, is then replaced.  Outcomes:
 
 * ``error:<Class>``: a documented :mod:`tfc_inference.errors` exception (``BitstreamError`` or ``ModelError``);
 * ``image:exact``: an image of the declared shape, bit-identical to a base file's reconstruction;
@@ -280,7 +282,7 @@ def _memory_kb():
     return peak, rss
 
 
-def worker(work: str, conn) -> None:
+def worker(work: str, conn, decode_timeout: float = 10.0) -> None:
     """Decodes the cases it receives; replies (outcome, seconds, peak RSS kB, RSS kB, detail)."""
     _quiet_tf()
     os.environ["TFC_INFERENCE_CHECKPOINTS"] = os.path.join(work, "zoo")
@@ -307,7 +309,7 @@ def worker(work: str, conn) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                d = codec.decompress_details(data, model)
+                d = codec.decompress_details(data, model, timeout=decode_timeout)
             except (BitstreamError, ModelError) as e:
                 outcome, detail = f"error:{type(e).__name__}", str(e)[:200]
             except Exception as e:  # noqa: BLE001  (anything else is a crash of the decoder)
@@ -333,9 +335,9 @@ def worker(work: str, conn) -> None:
 
 
 class Worker:
-    def __init__(self, ctx, work: str):
+    def __init__(self, ctx, work: str, decode_timeout: float = 10.0):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker, args=(work, child), daemon=True)
+        self.proc = ctx.Process(target=worker, args=(work, child, decode_timeout), daemon=True)
         self.proc.start()
         child.close()
         if not self.conn.poll(600):
@@ -383,6 +385,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=64, help="side of the square test image in pixels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per case before it counts as a hang")
+    p.add_argument("--decode-timeout", type=float, default=10.0,
+                   help="the decoder's own time limit (codec.decompress_details(timeout=...)), below --timeout")
     p.add_argument("--out", default=os.path.join(REPO, "examples", "results", "reliability"))
     args = p.parse_args(argv)
     ctx = mp.get_context("spawn")
@@ -394,7 +398,7 @@ def main(argv=None) -> int:
         bases = parent.recv()
         proc.join()
         setup_seconds = time.perf_counter() - t_start
-        w = Worker(ctx, work)
+        w = Worker(ctx, work, args.decode_timeout)
         per_kind = collections.defaultdict(collections.Counter)
         outcomes = collections.Counter()
         failures, examples = [], {}
@@ -422,9 +426,10 @@ def main(argv=None) -> int:
             if bad:
                 failures.append(dict(case=i, kind=kind, note=note, outcome=outcome, detail=detail,
                                      data=data.hex() if len(data) < 4096 else None))
+            if bad or outcome == "error:DecodeTimeoutError":  # a stuck decoder thread spins on in the worker
                 peak_kb = max(peak_kb, w.peak_kb())
                 w.stop(kill=True)
-                w = Worker(ctx, work)
+                w = Worker(ctx, work, args.decode_timeout)
                 warmup.append(round(w.warmup_seconds, 1))
                 restarts += 1
             if (i + 1) % 1000 == 0:

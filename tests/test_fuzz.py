@@ -283,6 +283,35 @@ class DecodeTimeoutTest(helpers.TestCase):
         self.assertEqual(os.listdir(work), ["hang.tfci"])  # no output, no temporary file
         self.assertLess(time.perf_counter() - t0, 120)
 
+    def test_api_time_limit_raises_decode_timeout_error(self):
+        """In-process: ``decompress(timeout=...)`` returns control with DecodeTimeoutError (run in a subprocess,
+        since the abandoned decoder thread keeps spinning until its process exits)."""
+        import subprocess
+        import sys
+        ckpt = helpers.checkpoint()
+        fields, streams = _fields(_HANGING_FILE)
+        work = helpers.fresh_dir("hang_api")
+        path = os.path.join(work, "hang.tfci")
+        with open(path, "wb") as f:
+            f.write(_pack(dict(fields, name=os.path.basename(ckpt).encode()), streams))
+        script = ("import sys, time\n"
+                  "from tfc_inference import codec, errors, zoo\n"
+                  "model = zoo.load_model(sys.argv[2])\n"
+                  "t0 = time.perf_counter()\n"
+                  "try:\n"
+                  "    codec.decompress(open(sys.argv[1], 'rb').read(), model, timeout=2)\n"
+                  "except errors.DecodeTimeoutError as e:\n"
+                  "    print('DecodeTimeoutError', round(time.perf_counter() - t0, 1), e)\n")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+                   PYTHONPATH=helpers.REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        proc = subprocess.run([sys.executable, "-c", script, path, ckpt], env=env, capture_output=True, text=True,
+                              timeout=300)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+        name, seconds, message = proc.stdout.split(" ", 2)
+        self.assertEqual(name, "DecodeTimeoutError")
+        self.assertLess(float(seconds), 10.0)  # 2 s plus 1e-5 s per symbol plus the z decode
+        self.assertIn("malformed", message)
+
     def test_timeout_does_not_disturb_a_normal_decode(self):
         import contextlib
         import io

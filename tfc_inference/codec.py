@@ -48,8 +48,8 @@ import numpy as np
 
 from tfc_inference import container
 from tfc_inference.data import ImageLike, to_rgb_array
-from tfc_inference.errors import (BitstreamError, CorruptBitstreamError, EntropyModelMismatchError,
-                                  ImageTooLargeError, InexactDecodeWarning, ModelError, ModelMismatchError)
+from tfc_inference.errors import (BitstreamError, CorruptBitstreamError, DecodeTimeoutError,
+                                  EntropyModelMismatchError, ImageTooLargeError, InexactDecodeWarning, ModelError, ModelMismatchError)
 from tfc_inference.models import Z_STRIDE
 
 BB_METHODS = ("sga+bb", "bb-no-sga", "bb-amortized")
@@ -62,7 +62,44 @@ PIN_MARGIN = 1e-4
 #: or without the guard (``[meta, ans words]`` or ``[meta, ans words, guard]``).
 BITS_BACK_GUARD = True
 
+#: Time limit of one range-decoder call: this many seconds plus ``DECODE_SECONDS_PER_SYMBOL`` per coded symbol
+#: (a real decode takes ~0.1 us per symbol here; the limit only ends TFC's endless loop on crafted streams).
+DECODE_TIMEOUT = 30.0
+DECODE_SECONDS_PER_SYMBOL = 1e-5
+
 ModelLike = Union[str, Any]
+
+
+def _bounded(fn, what: str, symbols: int, timeout: Optional[float]):
+    """Runs the range-decoder call ``fn()`` in a thread and gives up after the time limit.
+
+    TensorFlow ops release the GIL, so the caller regains control; a decoder stuck in TFC's escape-code loop
+    cannot be stopped and keeps spinning in its daemon thread (see :class:`DecodeTimeoutError`)."""
+    import threading
+    import tensorflow as tf
+    if timeout is not None and timeout <= 0:
+        return fn()
+    limit = (DECODE_TIMEOUT if timeout is None else timeout) + DECODE_SECONDS_PER_SYMBOL * symbols
+    box: Dict[str, Any] = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001  (re-raised in the caller's thread)
+            box["error"] = e
+
+    worker = threading.Thread(target=run, name=f"tfc-inference-decode-{what}", daemon=True)
+    worker.start()
+    worker.join(limit)
+    if worker.is_alive():
+        raise DecodeTimeoutError(f"range decoder did not finish decoding {what} within {limit:.0f} s: the stream "
+                                 "is malformed (its thread keeps running until the process exits)")
+    if "error" in box:
+        e = box["error"]
+        if isinstance(e, tf.errors.OpError):
+            raise CorruptBitstreamError(f"range decoder failed on {what}: {e.message.splitlines()[0]}") from None
+        raise e
+    return box["value"]
 
 
 @dataclasses.dataclass
@@ -267,14 +304,12 @@ def _encode_v2(model, y_hat, z_hat, pin_margin: float):
     return z_string.numpy()[0], y_string.numpy()[0], tf.cast(symbols, tf.int32), model_crc, positions, sides
 
 
-def _decode_v2(model, streams, z_shape, num_scales: int):
+def _decode_v2(model, streams, z_shape, num_scales: int, timeout: Optional[float] = None):
     import tensorflow as tf
     z_string, y_string, guard = streams
     model._require_coders()
-    try:
-        z_hat = model._z_coder.decompress(tf.constant([z_string]), z_shape)
-    except tf.errors.OpError as e:
-        raise CorruptBitstreamError(f"range decoder failed on z: {e.message.splitlines()[0]}") from None
+    z_count = int(np.prod(z_shape.numpy())) * model.config.hyper_latent_channels
+    z_hat = _bounded(lambda: model._z_coder.decompress(tf.constant([z_string]), z_shape), "z", z_count, timeout)
     mu, f = _y_params_fn(model)(z_hat)
     f = f.numpy()
     (model_crc, latent_crc, image_crc), positions, sides = _parse_guard(guard, f.size)
@@ -285,10 +320,8 @@ def _decode_v2(model, streams, z_shape, num_scales: int):
     index = index.reshape(f.shape)
     if _crc(np.uint32(_table_crc(model)), index.astype(np.uint8)) != model_crc:
         raise _mismatch(f"checksum over the coding tables and the {f.size} scale indexes differs")
-    try:
-        symbols = model._y_coder.decompress(tf.constant([y_string]), tf.constant(index))
-    except tf.errors.OpError as e:
-        raise CorruptBitstreamError(f"range decoder failed on y: {e.message.splitlines()[0]}") from None
+    symbols = _bounded(lambda: model._y_coder.decompress(tf.constant([y_string]), tf.constant(index)), "y",
+                       index.size, timeout)
     symbols = tf.cast(symbols, tf.int32)
     if _latent_crc(z_hat.numpy(), symbols.numpy()) != latent_crc:
         raise CorruptBitstreamError("decoded latents differ from the encoder's although the entropy models match: "
@@ -410,8 +443,12 @@ def read_header(data: bytes) -> container.Header:
     return header
 
 
-def decompress_details(data: bytes, model: Optional[ModelLike] = None) -> DecompressResult:
-    """Decodes a file; returns the image with the decoded latents (for verification) and the header."""
+def decompress_details(data: bytes, model: Optional[ModelLike] = None, *,
+                       timeout: Optional[float] = None) -> DecompressResult:
+    """Decodes a file; returns the image with the decoded latents (for verification) and the header.
+
+    ``timeout``: base seconds of the range decoder's time limit (default :data:`DECODE_TIMEOUT`, plus
+    :data:`DECODE_SECONDS_PER_SYMBOL` per symbol; ``0`` disables it); see :func:`decompress`."""
     import tensorflow as tf
     header, streams = container.unpack(data)
     t0 = time.perf_counter()
@@ -449,29 +486,29 @@ def decompress_details(data: bytes, model: Optional[ModelLike] = None) -> Decomp
     z_shape = tf.constant([-(-header.height // Z_STRIDE), -(-header.width // Z_STRIDE)], tf.int32)
     exact = None
     if header.version == 1:
-        try:
-            y_hat, z_hat, y_symbols = model.entropy_decode(tf.constant([streams[1]]), tf.constant([streams[0]]),
-                                                           z_shape)
-        except tf.errors.OpError as e:
-            raise CorruptBitstreamError(f"range decoder failed: {e.message.splitlines()[0]}") from None
+        count = int(np.prod(z_shape.numpy())) * (model.config.hyper_latent_channels
+                                                 + 16 * model.config.latent_channels)
+        y_hat, z_hat, y_symbols = _bounded(lambda: model.entropy_decode(
+            tf.constant([streams[1]]), tf.constant([streams[0]]), z_shape), "the latents", count, timeout)
         image = reconstruct(model, y_hat, header.height, header.width)
     else:
-        y_hat, z_hat, y_symbols, image_crc = _decode_v2(model, streams, z_shape, model.config.num_scales)
+        y_hat, z_hat, y_symbols, image_crc = _decode_v2(model, streams, z_shape, model.config.num_scales, timeout)
         image = reconstruct(model, y_hat, header.height, header.width)
         exact = _check_exact(image, image_crc)
     return DecompressResult(image=image, header=header, y_symbols=y_symbols.numpy(), z_hat=z_hat.numpy(),
                             seconds=time.perf_counter() - t0, exact=exact)
 
 
-def decompress(data: bytes, model: Optional[ModelLike] = None) -> np.ndarray:
+def decompress(data: bytes, model: Optional[ModelLike] = None, *, timeout: Optional[float] = None) -> np.ndarray:
     """Decodes a file written by :func:`compress` to a uint8 [H, W, 3] RGB image.
 
     Raises:
       BitstreamError: the bytes are not a valid file (its subclasses say why: truncated, corrupt, version,
-        EntropyModelMismatchError for an intact file this decoder's numerics cannot decode exactly).
+        EntropyModelMismatchError for an intact file this decoder's numerics cannot decode exactly,
+        DecodeTimeoutError when TFC's range decoder does not finish on a crafted stream within the time limit).
       ModelNotFoundError / ModelMismatchError: the model the file needs is missing or differs.
     """
-    return decompress_details(data, model).image
+    return decompress_details(data, model, timeout=timeout).image
 
 
 __all__ = ["compress", "decompress", "decompress_details", "read_header", "CompressResult", "DecompressResult",

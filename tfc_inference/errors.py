@@ -37,6 +37,15 @@ class CorruptBitstreamError(BitstreamError):
     """The file's checksum or structure is inconsistent: it was damaged after writing."""
 
 
+class DecodeTimeoutError(CorruptBitstreamError):
+    """The range decoder did not finish in time: the stream is malformed (crafted or altered with a valid checksum).
+
+    TFC's range decoder can loop forever on such input (its escape-code reader never ends once the stream is
+    exhausted); the decode is abandoned, but its thread keeps one CPU core busy until the process exits, so
+    services should decode untrusted files in a worker process.
+    """
+
+
 class EntropyModelMismatchError(BitstreamError):
     """The file is intact, but this decoder's entropy models (probability tables or the scale indexes computed
     from the hyper-latents) differ from the encoder's, so the range decoder would return garbage.
