@@ -53,18 +53,25 @@ def configs() -> List[Config]:
 
 
 def run_all(models: List[str], paths: List[str], cache: str, eval_every: int,
-            only: Optional[List[str]] = None) -> Dict[str, List[dict]]:
+            only: Optional[List[str]] = None, report_only: bool = False) -> Dict[str, List[dict]]:
+    """Runs (or with ``report_only`` just collects from the cache) every configuration; records by label."""
     records: Dict[str, List[dict]] = {}
+    cached = evaluate.load_cache(cache)
+
+    def get(model, methods, **options):
+        if not report_only:
+            return evaluate.run(model, paths, methods, cache, progress=False, eval_every=eval_every, **options)
+        keys, _, done = evaluate.plan(model, paths, methods, cache, records=cached, **options)
+        return [done[k] for k in keys if k in done]
+
     for name in models:
         model = zoo.load_model(name)
-        records.setdefault("amortized", []).extend(
-            evaluate.run(model, paths, ["amortized"], cache, progress=False))
+        records.setdefault("amortized", []).extend(get(model, ["amortized"]))
         for cfg in configs():
             if only and cfg.label not in only:
                 continue
-            recs = evaluate.run(model, paths, ["sga"], cache, iterations=cfg.iterations, schedule=cfg.schedule,
-                                eval_every=eval_every, rounding=None if cfg.rounding == "atanh" else cfg.rounding,
-                                three_class=cfg.three_class)
+            recs = get(model, ["sga"], iterations=cfg.iterations, schedule=cfg.schedule,
+                       rounding=None if cfg.rounding == "atanh" else cfg.rounding, three_class=cfg.three_class)
             records.setdefault(cfg.label, []).extend(recs)
     return records
 
@@ -78,6 +85,8 @@ def main() -> int:
     p.add_argument("--only", help="comma-separated configuration labels to run (default all)")
     p.add_argument("--out", default="examples/results/iterations_study")
     p.add_argument("--list", action="store_true", help="print the configurations and exit")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the report from the cache's finished runs (runs nothing)")
     args = p.parse_args()
     if args.list:
         for c in configs():
@@ -90,7 +99,7 @@ def main() -> int:
     os.makedirs(args.out, exist_ok=True)
     models = args.models.split(",")
     records = run_all(models, paths, os.path.join(args.out, "cache.jsonl"), args.eval_every,
-                      args.only.split(",") if args.only else None)
+                      args.only.split(",") if args.only else None, args.report_only)
     report(records, models, paths, args)
     return 0
 
