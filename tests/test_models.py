@@ -52,6 +52,13 @@ class ConfigTest(helpers.TestCase):
         d["some_future_option"] = 1
         self.assertEqual(ModelConfig.from_dict(d), config)
 
+    def test_min_variance_is_stored_only_when_set(self):
+        """Absent means 0, so configs (and fingerprints) of models without a floor stay as they were."""
+        self.assertNotIn("min_variance", helpers.tiny_config("bitsback").to_dict())
+        config = helpers.tiny_config("bitsback", min_variance=0.25)
+        self.assertEqual(config.to_dict()["min_variance"], 0.25)
+        self.assertEqual(ModelConfig.from_dict(config.to_dict()), config)
+
     def test_build_model_kinds(self):
         self.assertIsInstance(helpers.tiny_model("hyperprior"), MeanScaleHyperprior)
         self.assertNotIsInstance(helpers.tiny_model("hyperprior"), BitsBackHyperprior)
@@ -92,6 +99,16 @@ class ShapesTest(ModelTestBase):
         conv.set_weights([kernel * 0.0, np.concatenate([np.zeros(8), np.full(8, 20.0)]).astype(np.float32)])
         _, log_var = model.q_params(model.analysis_transform(_image()))
         self.assertAllClose(log_var, np.full(log_var.shape, math.log(4.0)))
+
+    def test_bitsback_variance_floor(self):
+        model = helpers.tiny_model("bitsback", seed=2, min_variance=0.25)
+        conv = model.hyper_analysis_transform.layers[-1]
+        kernel, _ = conv.get_weights()
+        conv.set_weights([kernel * 0.0, np.concatenate([np.zeros(8), np.full(8, -20.0)]).astype(np.float32)])
+        _, log_var = model.q_params(model.analysis_transform(_image()))
+        self.assertAllClose(log_var, np.full(log_var.shape, math.log(0.25)))
+        self.assertAllClose(model.clip_log_variance(tf.constant([-9.0, 0.0, 9.0])),
+                            [math.log(0.25), 0.0, math.log(10.0)])
 
 
 class GridTest(ModelTestBase):

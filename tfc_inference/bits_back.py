@@ -177,7 +177,6 @@ class BitsBackInference:
         self.sga = discretize.SGA()
         self._stage1 = tf.function(self._stage1_chunk, reduce_retracing=True)
         self._stage2 = tf.function(self._bbvi_chunk, reduce_retracing=True)
-        self._log_var_max = math.log(model.config.max_variance)
 
     def _eps(self, shape, step, salt):
         seed = tf.stack([tf.constant(self.seed + salt, tf.int32), tf.cast(step, tf.int32)])
@@ -186,7 +185,7 @@ class BitsBackInference:
 
     def _rate_bits(self, y, q_mean, q_log_var, step):
         """-log2 p(y | z) + log2 q(z) - log2 p(z) for one reparameterized sample z ~ q (per image)."""
-        log_var = tf.minimum(q_log_var, self._log_var_max)
+        log_var = self.model.clip_log_variance(q_log_var)
         z = q_mean + tf.exp(0.5 * log_var) * self._eps(q_mean, step, 1)
         mu, index = self.model.y_prior_params(z)
         return self.model.bits_y(y, mu, index) + self.model.net_z_bits(z, q_mean, log_var)
@@ -242,7 +241,7 @@ class BitsBackInference:
         if iterations > 0:
             ms, vs = optim.init_state([mean, log_var])
             state = self._stage2(y_hat, tuple([mean, log_var] + ms + vs), tf.constant(iterations, tf.int64))
-            mean, log_var = state[0], tf.minimum(state[1], self._log_var_max)
+            mean, log_var = state[0], self.model.clip_log_variance(state[1])
         return mean.numpy(), log_var.numpy()
 
 

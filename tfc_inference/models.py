@@ -60,9 +60,16 @@ class ModelConfig:
     range_coder_precision: int = 16
     #: Bits-back model only: upper bound on the variance of q(z|y) (the paper capped it at 10 in training).
     max_variance: float = 10.0
+    #: Bits-back model only: lower bound on the variance of q(z|y); 0 = none.  Bits-back coding only pays when
+    #: the posterior is wider than about 1/sqrt(2 pi) of a grid step (see ``bits_back``), so a floor trains a
+    #: model whose side information is worth sending.
+    min_variance: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not d["min_variance"]:
+            del d["min_variance"]  # absent = 0: keeps the config (and fingerprint) of models without a floor
+        return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ModelConfig":
@@ -266,9 +273,15 @@ class BitsBackHyperprior(MeanScaleHyperprior):
         return tfc.UniformNoiseAdapter(self.hyperprior)
 
     def q_params(self, y: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-        """(mean, log variance) of q(z | y); the variance is capped at ``max_variance``."""
+        """(mean, log variance) of q(z | y); the variance is clipped to [``min_variance``, ``max_variance``]."""
         mean, log_var = tf.split(self.hyper_analysis_transform(y), 2, axis=-1)
-        return mean, tf.minimum(log_var, math.log(self.config.max_variance))
+        return mean, self.clip_log_variance(log_var)
+
+    def clip_log_variance(self, log_var: tf.Tensor) -> tf.Tensor:
+        log_var = tf.minimum(log_var, math.log(self.config.max_variance))
+        if self.config.min_variance > 0:
+            log_var = tf.maximum(log_var, math.log(self.config.min_variance))
+        return log_var
 
     def encode_latents(self, x: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
         y = self.analysis_transform(x)

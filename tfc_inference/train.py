@@ -47,6 +47,7 @@ class TrainOptions:
     log_every: int = 100
     resume: bool = False
     init_from: Optional[str] = None
+    min_variance: float = 0.0
     eval_dir: Optional[str] = None
     eval_images: int = 6
     progress: bool = True
@@ -120,7 +121,7 @@ def train(opts: TrainOptions) -> Path:
 
     config = ModelConfig(kind=opts.kind, num_filters=opts.num_filters, latent_channels=opts.latent_channels,
                          hyper_filters=opts.hyper_filters, hyper_latent_channels=opts.hyper_latent_channels,
-                         lmbda=opts.lmbda)
+                         lmbda=opts.lmbda, min_variance=opts.min_variance)
     paths = list_images(opts.data)
     sampler = CropSampler(paths, opts.crop, opts.batch_size, seed=opts.seed, progress=opts.progress)
     tf.keras.utils.set_random_seed(opts.seed)  # Python, numpy and TF: the initial weights follow --seed
