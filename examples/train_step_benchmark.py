@@ -93,9 +93,10 @@ def main() -> int:
         pipeline = (time.perf_counter() - t0) / 10
         fl = benchmark.model_flops(MeanScaleHyperprior(config), crop, crop)
         flops = 3.0 * batch * sum(fl.values())
-        for label in ("naive (tfc.SignalConv2D)", "this package (Keras Conv2D)"):
+        for label in ("naive (tfc.SignalConv2D)", "this package (Keras Conv2D)",
+                      "this package, --precision mixed_bfloat16"):
             tf.keras.utils.set_random_seed(0)
-            model = MeanScaleHyperprior(config)
+            model = MeanScaleHyperprior(config, "mixed_bfloat16" if "bfloat16" in label else None)
             if label.startswith("naive"):
                 (model.analysis_transform, model.synthesis_transform, model.hyper_analysis_transform,
                  model.hyper_synthesis_transform) = signal_conv_transforms(config)
@@ -104,15 +105,16 @@ def main() -> int:
                          pipeline))
             print(rows[-1], flush=True)
     peak = benchmark.matmul_gflops()
-    lines = [f"Training step, float32, TF {tf.__version__}, TFC {importlib.metadata.version('tensorflow-compression')}, {machine_description()}, "
+    lines = [f"Training step (float32 unless stated), TF {tf.__version__}, TFC {importlib.metadata.version('tensorflow-compression')}, {machine_description()}, "
              f"Python {platform.python_version()}; median of {args.steps} steps; float32 matmul peak measured in the "
              f"same run: {peak:.0f} GFLOP/s.", "",
              "| channels N/M | batch | implementation | s/step | steps/s | GFLOP/s (useful) | input pipeline s/batch |",
              "|---|---|---|---|---|---|---|"]
     for ch, b, label, s, g, pipe in rows:
         lines.append(f"| {ch} | {b} | {label} | {s:.3f} | {1 / s:.2f} | {g:.1f} | {pipe:.4f} |")
-    for i in range(0, len(rows), 2):
-        lines.append(f"\nSpeed-up {rows[i][0]}, {rows[i][1]}: {rows[i][3] / rows[i + 1][3]:.1f}x")
+    for i in range(0, len(rows), 3):
+        lines.append(f"\nSpeed-up over the naive step {rows[i][0]}, {rows[i][1]}: float32 "
+                     f"{rows[i][3] / rows[i + 1][3]:.1f}x, mixed bfloat16 {rows[i][3] / rows[i + 2][3]:.1f}x")
     text = "\n".join(lines)
     print(text)
     if args.out:

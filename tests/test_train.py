@@ -226,6 +226,28 @@ class InitFromTest(helpers.TestCase):
         self.assertIn("z_net_bpp", out)
 
 
+class MixedPrecisionTest(helpers.TestCase):
+
+    def test_bfloat16_convolutions_train_and_export_float32(self):
+        """--precision mixed_bfloat16 starts from the same weights, follows the float32 run closely for a few
+        steps, and exports a float32 model that codes an image."""
+        from tfc_inference import codec
+        root, data = helpers.fresh_dir("mixed"), _data_dir()
+        kw = dict(lr_drop_fraction=0.0, seed=5)
+        path16, log16 = _run(_options(root, data, "bf16", 3, precision="mixed_bfloat16", **kw))
+        path32, log32 = _run(_options(root, data, "fp32", 3, **kw))
+        loss16 = [float(v) for _, v, _, _ in LOG_LINE.findall(log16)]
+        loss32 = [float(v) for _, v, _, _ in LOG_LINE.findall(log32)]
+        self.assertLen(loss16, 3)
+        self.assertAllClose(loss16, loss32, rtol=0.02)  # bfloat16 keeps ~3 significant digits per convolution
+        model = zoo.load_model(path16)
+        self.assertTrue(all(w.dtype == tf.float32 for w in model.weights))
+        image = helpers.kodak_crop(64, 64)
+        self.assertEqual(codec.decompress(codec.compress(model, image).data, model).shape, image.shape)
+        with self.assertRaises(TrainingError):
+            train.train(_options(root, data, "bad", 1, precision="float16"))
+
+
 class EvaluateTest(helpers.TestCase):
 
     def test_evaluate_amortized(self):

@@ -587,6 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rate-distortion trade-off: loss = bpp + lambda * MSE (MSE on 0..255)")
     p.add_argument("--kind", choices=("hyperprior", "bitsback"), default=defaults["kind"],
                    help="model class: mean-scale hyperprior, or its bits-back variant")
+    p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default=defaults["precision"],
+                   help="mixed_bfloat16: convolutions in bfloat16 (faster on CPUs with AVX-512 BF16), weights, "
+                        "GDN and the loss in float32; the exported model is float32")
     p.add_argument("--min-variance", type=float, default=defaults["min_variance"],
                    help="bits-back models: lower bound on the variance of q(z|y) (0 = none)")
     p.add_argument("--num-filters", type=_positive_int, default=defaults["num_filters"],

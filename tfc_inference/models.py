@@ -82,15 +82,16 @@ class MeanScaleHyperprior(tf.keras.Model):
 
     hyper_out_factor = 1
 
-    def __init__(self, config: ModelConfig, **kwargs):
+    def __init__(self, config: ModelConfig, conv_policy: Optional[str] = None, **kwargs):
+        """``conv_policy``: Keras dtype policy of the convolutions (``"mixed_bfloat16"`` for fast training)."""
         super().__init__(**kwargs)
         self.config = config
         c = config
-        self.analysis_transform = AnalysisTransform(c.num_filters, c.latent_channels)
-        self.synthesis_transform = SynthesisTransform(c.num_filters)
+        self.analysis_transform = AnalysisTransform(c.num_filters, c.latent_channels, conv_policy)
+        self.synthesis_transform = SynthesisTransform(c.num_filters, conv_policy)
         self.hyper_analysis_transform = HyperAnalysisTransform(c.hyper_filters, c.hyper_latent_channels,
-                                                               self.hyper_out_factor)
-        self.hyper_synthesis_transform = HyperSynthesisTransform(c.hyper_filters, c.latent_channels)
+                                                               self.hyper_out_factor, conv_policy)
+        self.hyper_synthesis_transform = HyperSynthesisTransform(c.hyper_filters, c.latent_channels, conv_policy)
         self.hyperprior = self._make_hyperprior()
         self._log_scale_min = math.log(c.scale_min)
         self._log_scale_step = (math.log(c.scale_max) - math.log(c.scale_min)) / (c.num_scales - 1)
@@ -318,10 +319,10 @@ class BitsBackHyperprior(MeanScaleHyperprior):
 MODEL_CLASSES = {"hyperprior": MeanScaleHyperprior, "bitsback": BitsBackHyperprior}
 
 
-def build_model(config: ModelConfig) -> MeanScaleHyperprior:
+def build_model(config: ModelConfig, conv_policy: Optional[str] = None) -> MeanScaleHyperprior:
     """Instantiates the model class named by ``config.kind`` (variables created, untrained)."""
     try:
         cls = MODEL_CLASSES[config.kind]
     except KeyError:
         raise ValueError(f"unknown model kind {config.kind!r}; expected one of {sorted(MODEL_CLASSES)}") from None
-    return cls(config)
+    return cls(config, conv_policy)

@@ -48,6 +48,9 @@ class TrainOptions:
     resume: bool = False
     init_from: Optional[str] = None
     min_variance: float = 0.0
+    #: "float32", or "mixed_bfloat16": convolutions in bfloat16 with float32 weights (GDN, entropy models and the
+    #: loss in float32); the exported model is float32 either way.
+    precision: str = "float32"
     eval_dir: Optional[str] = None
     eval_images: int = 6
     progress: bool = True
@@ -125,7 +128,9 @@ def train(opts: TrainOptions) -> Path:
     paths = list_images(opts.data)
     sampler = CropSampler(paths, opts.crop, opts.batch_size, seed=opts.seed, progress=opts.progress)
     tf.keras.utils.set_random_seed(opts.seed)  # Python, numpy and TF: the initial weights follow --seed
-    model = build_model(config)
+    if opts.precision not in ("float32", "mixed_bfloat16"):
+        raise TrainingError(f"unknown precision {opts.precision!r}; expected float32 or mixed_bfloat16")
+    model = build_model(config, None if opts.precision == "float32" else opts.precision)
     drop_at = int(opts.steps * (1.0 - opts.lr_drop_fraction))
     schedule = tf.keras.optimizers.schedules.PiecewiseConstantDecay(
         [drop_at], [opts.learning_rate, opts.learning_rate * 0.1])
@@ -213,6 +218,9 @@ def train(opts: TrainOptions) -> Path:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
 
+    if opts.precision != "float32":  # export (and evaluate) the float32 model with the trained weights
+        trained, model = model, build_model(config)
+        model.set_weights(trained.get_weights())
     evaluation = {}
     if opts.eval_dir:
         eval_paths = list_images([opts.eval_dir])[:opts.eval_images]

@@ -11,62 +11,80 @@ The hyper-analysis has ``out_factor`` 1 for the Base Hyperprior and 2 for the bi
 hyper-analysis gives the mean and log-variance of the Gaussian q(z|y).  Convolutions are Keras' own
 (oneDNN kernels on CPU), nonlinearities are TFC's GDN / inverse GDN in the main transforms and ReLU in the
 hyper transforms, as in the paper's models.
+
+``policy="mixed_bfloat16"`` (training only, see ``train --precision``) runs the convolutions in bfloat16 with
+float32 weights; GDN, the rescalings and each transform's output stay float32, so the entropy models and the
+distortion see float32 tensors.  Inference always builds the float32 transforms.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import tensorflow as tf
 import tensorflow_compression as tfc
 
 
-def _conv(filters: int, kernel: int, stride: int, name: str, activation=None, use_bias: bool = True):
+def _conv(filters: int, kernel: int, stride: int, name: str, activation=None, use_bias: bool = True,
+          policy: Optional[str] = None):
     return tf.keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=use_bias,
-                                  activation=activation, name=name)
+                                  activation=activation, name=name, dtype=policy)
 
 
-def _deconv(filters: int, kernel: int, stride: int, name: str, activation=None, use_bias: bool = True):
+def _deconv(filters: int, kernel: int, stride: int, name: str, activation=None, use_bias: bool = True,
+            policy: Optional[str] = None):
     return tf.keras.layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", use_bias=use_bias,
-                                           activation=activation, name=name)
+                                           activation=activation, name=name, dtype=policy)
+
+
+def _to_float32(seq: tf.keras.Sequential, policy: Optional[str]) -> None:
+    """Mixed precision: a weightless float32 layer at the end (checkpoint keys count only layers with weights)."""
+    if policy:
+        seq.add(tf.keras.layers.Activation("linear", dtype="float32", name="to_float32"))
 
 
 class AnalysisTransform(tf.keras.Sequential):
     """g_a: four 5x5 stride-2 convolutions with GDN between them."""
 
-    def __init__(self, num_filters: int, latent_channels: int):
+    def __init__(self, num_filters: int, latent_channels: int, policy: Optional[str] = None):
         super().__init__(name="analysis")
         self.add(tf.keras.layers.Rescaling(1.0 / 255.0))
         for i in range(3):
-            self.add(_conv(num_filters, 5, 2, f"conv_{i}"))
+            self.add(_conv(num_filters, 5, 2, f"conv_{i}", policy=policy))
             self.add(tfc.GDN(name=f"gdn_{i}"))
-        self.add(_conv(latent_channels, 5, 2, "conv_3", use_bias=False))
+        self.add(_conv(latent_channels, 5, 2, "conv_3", use_bias=False, policy=policy))
+        _to_float32(self, policy)
 
 
 class SynthesisTransform(tf.keras.Sequential):
     """g_s: four 5x5 stride-2 transposed convolutions with inverse GDN between them."""
 
-    def __init__(self, num_filters: int):
+    def __init__(self, num_filters: int, policy: Optional[str] = None):
         super().__init__(name="synthesis")
         for i in range(3):
-            self.add(_deconv(num_filters, 5, 2, f"deconv_{i}"))
+            self.add(_deconv(num_filters, 5, 2, f"deconv_{i}", policy=policy))
             self.add(tfc.GDN(inverse=True, name=f"igdn_{i}"))
-        self.add(_deconv(3, 5, 2, "deconv_3"))
+        self.add(_deconv(3, 5, 2, "deconv_3", policy=policy))
         self.add(tf.keras.layers.Rescaling(255.0))
 
 
 class HyperAnalysisTransform(tf.keras.Sequential):
     """h_a: 3x3 stride 1, then two 5x5 stride-2 convolutions, ReLU between them."""
 
-    def __init__(self, hyper_filters: int, hyper_latent_channels: int, out_factor: int = 1):
+    def __init__(self, hyper_filters: int, hyper_latent_channels: int, out_factor: int = 1,
+                 policy: Optional[str] = None):
         super().__init__(name="hyper_analysis")
-        self.add(_conv(hyper_filters, 3, 1, "conv_0", activation="relu"))
-        self.add(_conv(hyper_filters, 5, 2, "conv_1", activation="relu"))
-        self.add(_conv(hyper_latent_channels * out_factor, 5, 2, "conv_2"))
+        self.add(_conv(hyper_filters, 3, 1, "conv_0", activation="relu", policy=policy))
+        self.add(_conv(hyper_filters, 5, 2, "conv_1", activation="relu", policy=policy))
+        self.add(_conv(hyper_latent_channels * out_factor, 5, 2, "conv_2", policy=policy))
+        _to_float32(self, policy)
 
 
 class HyperSynthesisTransform(tf.keras.Sequential):
     """h_s: two 5x5 stride-2 transposed convolutions, then 3x3 stride 1; output doubled (mean, log-scale)."""
 
-    def __init__(self, hyper_filters: int, latent_channels: int):
+    def __init__(self, hyper_filters: int, latent_channels: int, policy: Optional[str] = None):
         super().__init__(name="hyper_synthesis")
-        self.add(_deconv(hyper_filters, 5, 2, "deconv_0", activation="relu"))
-        self.add(_deconv(hyper_filters * 3 // 2, 5, 2, "deconv_1", activation="relu"))
-        self.add(_deconv(2 * latent_channels, 3, 1, "deconv_2"))
+        self.add(_deconv(hyper_filters, 5, 2, "deconv_0", activation="relu", policy=policy))
+        self.add(_deconv(hyper_filters * 3 // 2, 5, 2, "deconv_1", activation="relu", policy=policy))
+        self.add(_deconv(2 * latent_channels, 3, 1, "deconv_2", policy=policy))
+        _to_float32(self, policy)
