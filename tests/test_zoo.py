@@ -73,6 +73,52 @@ class SaveLoadTest(helpers.TestCase):
         self.assertNotEqual(b.fingerprint(), model.fingerprint())
 
 
+class FrozenTablesTest(helpers.TestCase):
+    """The coder's tables are computed when a checkpoint is saved and read back, never recomputed on load."""
+
+    def test_tables_are_saved_and_used(self):
+        from tfc_inference import bits_back, codec
+        for kind in ("hyperprior", "bitsback"):
+            model, folder = _save(kind, seed=6)
+            self.assertTrue(os.path.isfile(os.path.join(folder, zoo.TABLES_FILE)))
+            loaded = zoo.load_model(folder)
+            self.assertAllEqual(loaded._z_coder.cdf, model.coding_tables()["z_cdf"])
+            # Frozen means frozen: tables altered on disk (one count) are what the loaded model codes with.
+            tables = dict(np.load(os.path.join(folder, zoo.TABLES_FILE)))
+            tables["z_cdf"] = tables["z_cdf"].copy()
+            tables["z_cdf"][5] += 1
+            np.savez(os.path.join(folder, zoo.TABLES_FILE), **tables)
+            zoo._CACHE.clear()
+            altered = zoo.load_model(folder)
+            self.assertEqual(int(altered._z_coder.cdf[5]), int(model.coding_tables()["z_cdf"][5]) + 1)
+            if kind == "bitsback":
+                frozen, fresh = bits_back.prior_table(altered), bits_back.prior_table(model)
+                self.assertAllEqual(frozen.kmin, fresh.kmin)
+                for a, b in zip(frozen.pmfs, fresh.pmfs):
+                    self.assertAllEqual(a, b)
+            else:
+                image = helpers.kodak_crop(64, 64)
+                self.assertEqual(codec.decompress(codec.compress(loaded, image).data, loaded).shape, image.shape)
+
+    def test_tables_of_other_weights_are_refused(self):
+        _, a = _save(seed=7, name="a")
+        _, b = _save(seed=8, name="b")
+        shutil.copy(os.path.join(a, zoo.TABLES_FILE), os.path.join(b, zoo.TABLES_FILE))
+        with self.assertRaisesRegex(ModelError, "coding_tables.npz belongs to other weights"):
+            zoo.load_model(b, prepare_coders=False)
+        with open(os.path.join(b, zoo.TABLES_FILE), "wb") as f:
+            f.write(b"PK\x03\x04 damaged")
+        zoo._CACHE.clear()
+        with self.assertRaisesRegex(ModelError, "cannot read the coding tables"):
+            zoo.load_model(b, prepare_coders=False)
+
+    def test_checkpoint_without_tables_still_loads(self):
+        model, folder = _save(seed=9)
+        os.remove(os.path.join(folder, zoo.TABLES_FILE))
+        loaded = zoo.load_model(folder)
+        self.assertAllEqual(loaded._z_coder.cdf, model.coding_tables()["z_cdf"])
+
+
 class SearchTest(helpers.TestCase):
 
     def setUp(self):

@@ -125,11 +125,26 @@ class PriorTable:
                                         "use another seed or a different method")
 
 
+def prior_table_arrays(table: PriorTable) -> Dict[str, np.ndarray]:
+    """The table as arrays for a checkpoint's ``coding_tables.npz`` (read back by :func:`prior_table`)."""
+    return {"bb_kmin": np.asarray(table.kmin, np.int64),
+            "bb_lengths": np.array([len(p) for p in table.pmfs], np.int64),
+            "bb_pmfs": np.concatenate(table.pmfs).astype(np.float64)}
+
+
 def prior_table(model) -> PriorTable:
-    """Builds (once per model) the discretized prior P(z) over each channel's support."""
+    """The discretized prior P(z) over each channel's support: the checkpoint's frozen table if it has one
+    (identical on every machine), else built once per model from the learned prior."""
     cached = getattr(model, "_bb_prior_table", None)
     if cached is not None:
         return cached
+    frozen = getattr(model, "_frozen_tables", None)
+    if frozen is not None and "bb_kmin" in frozen:
+        ends = np.cumsum(frozen["bb_lengths"])
+        table = PriorTable(kmin=np.asarray(frozen["bb_kmin"], np.int64),
+                           pmfs=[np.asarray(p, np.float64) for p in np.split(frozen["bb_pmfs"], ends[:-1])])
+        model._bb_prior_table = table
+        return table
     import tensorflow_compression as tfc
     prior = model.hyperprior
     lower = tfc.lower_tail(prior, 1e-9).numpy()

@@ -97,6 +97,7 @@ class MeanScaleHyperprior(tf.keras.Model):
         self._log_scale_step = (math.log(c.scale_max) - math.log(c.scale_min)) / (c.num_scales - 1)
         self._y_coder = None
         self._z_coder = None
+        self._frozen_tables = None
         # Create all variables now, so that weights can be loaded and fingerprinted right away.
         self.build_variables()
 
@@ -212,18 +213,35 @@ class MeanScaleHyperprior(tf.keras.Model):
 
     # ----------------------------------------------------------------------------------------------------------
     # entropy coding (TFC range coders)
-    def prepare_coders(self) -> None:
-        """Builds the range-coding tables from the current weights (call after loading or training)."""
+    def prepare_coders(self, tables: Optional[Dict[str, np.ndarray]] = None) -> None:
+        """Builds the range-coding tables from the current weights (call after loading or training).
+
+        ``tables``: frozen tables from :meth:`coding_tables` (a checkpoint's ``coding_tables.npz``).  The z
+        tables come from the learned prior, whose evaluation differs in the last bits between CPU kernels, and
+        a one-count difference in a table makes the range decoder return garbage; frozen tables make encoder
+        and decoder agree by construction.  (The y tables come from a Gaussian and proved identical.)"""
         c = self.config
-        self._z_coder = tfc.ContinuousBatchedEntropyModel(
-            self.coding_prior, coding_rank=3, compression=True, stateless=True, offset_heuristic=False,
-            range_coder_precision=c.range_coder_precision)
+        self._frozen_tables = tables
+        if tables is not None and "z_cdf" in tables:
+            self._z_coder = tfc.ContinuousBatchedEntropyModel(
+                prior_shape=[c.hyper_latent_channels], cdf=tf.constant(tables["z_cdf"], tf.int32),
+                cdf_offset=tf.constant(tables["z_cdf_offset"], tf.int32), coding_rank=3, compression=True,
+                stateless=True, offset_heuristic=False, range_coder_precision=c.range_coder_precision)
+        else:
+            self._z_coder = tfc.ContinuousBatchedEntropyModel(
+                self.coding_prior, coding_rank=3, compression=True, stateless=True, offset_heuristic=False,
+                range_coder_precision=c.range_coder_precision)
         self._y_coder = tfc.LocationScaleIndexedEntropyModel(
             tfc.NoisyNormal, c.num_scales, self.scale_fn, coding_rank=3, compression=True, stateless=True,
             range_coder_precision=c.range_coder_precision)
         # Fresh traces: the tables are graph constants, so functions traced with older tables must not be reused.
         self._encode_fn = tf.function(self._entropy_encode_impl, reduce_retracing=True)
         self._decode_fn = tf.function(self._entropy_decode_impl, reduce_retracing=True)
+
+    def coding_tables(self) -> Dict[str, np.ndarray]:
+        """The integer z tables of the range coder (what ``prepare_coders(tables)`` takes back)."""
+        self._require_coders()
+        return {"z_cdf": self._z_coder.cdf.numpy(), "z_cdf_offset": self._z_coder.cdf_offset.numpy()}
 
     def _require_coders(self):
         if self._z_coder is None:

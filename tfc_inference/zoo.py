@@ -18,6 +18,9 @@ from tfc_inference.errors import ModelError, ModelNotFoundError
 
 WEIGHTS_PREFIX = "weights"
 CONFIG_FILE = "config.json"
+#: The entropy coder's tables, computed once when the checkpoint is saved, so that every machine codes with the
+#: same integers (recomputing them from the weights differs in the last bits between CPU kernels).
+TABLES_FILE = "coding_tables.npz"
 _CACHE: Dict[str, Any] = {}
 
 
@@ -137,10 +140,45 @@ def load_model(name_or_path: Union[str, os.PathLike], prepare_coders: bool = Tru
                          f"{recorded}, the weights with this config give {model.fingerprint().hex()}")
     model.zoo_name = folder.name
     model.info = info
+    tables = read_tables(folder, model.fingerprint())
     if prepare_coders:
-        model.prepare_coders()
+        model.prepare_coders(tables)
+    else:
+        model._frozen_tables = tables
     _CACHE[key] = model
     return model
+
+
+def read_tables(folder: Path, fingerprint: bytes) -> Optional[Dict[str, Any]]:
+    """The frozen coding tables of a checkpoint folder (None if it has none, as older checkpoints)."""
+    import zipfile
+    import numpy as np
+    path = Path(folder) / TABLES_FILE
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            tables = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ModelError(f"cannot read the coding tables {path} (damaged?): {_short(e)}") from None
+    if tables.pop("fingerprint", np.zeros(0, np.uint8)).tobytes() != fingerprint:
+        raise ModelError(f"{path} belongs to other weights than {Path(folder) / WEIGHTS_PREFIX}")
+    return tables
+
+
+def write_tables(model, folder: Union[str, os.PathLike]) -> Path:
+    """Computes the model's coding tables from its weights and freezes them in ``folder``."""
+    import numpy as np
+    model.prepare_coders()
+    tables = dict(model.coding_tables())
+    if hasattr(model, "q_params"):
+        from tfc_inference import bits_back
+        model._bb_prior_table = None
+        tables.update(bits_back.prior_table_arrays(bits_back.prior_table(model)))
+    path = Path(folder) / TABLES_FILE
+    np.savez_compressed(path, fingerprint=np.frombuffer(model.fingerprint(), np.uint8), **tables)
+    model.prepare_coders(tables)
+    return path
 
 
 def save_checkpoint(model, folder: Union[str, os.PathLike], training: Optional[Dict[str, Any]] = None,
@@ -162,6 +200,7 @@ def save_checkpoint(model, folder: Union[str, os.PathLike], training: Optional[D
     }
     with open(folder / CONFIG_FILE, "w") as f:
         json.dump(info, f, indent=2)
+    write_tables(model, folder)
     _CACHE.pop(str(folder.resolve()), None)
     return folder
 
