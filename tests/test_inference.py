@@ -97,6 +97,15 @@ class InferenceTest(helpers.TestCase):
         b = codec.compress(self.model, x, method="sga", iterations=30, seed=3)
         self.assertEqual(a.data, b.data)
 
+    def test_images_of_several_sizes_share_one_optimizer(self):
+        """Landscape, portrait, landscape: the compiled loop is retraced with relaxed shapes (found on Kodak,
+        whose kodim04 is portrait) and must still run."""
+        opt = inference.get_optimizer(self.model, "sga", iterations=6, seed=11)
+        for h, w in ((64, 128), (128, 64), (64, 192), (192, 64)):
+            x = tf.constant(_crop(h, w)[None], tf.float32)
+            result = opt.run(x, (h, w), iterations=6, eval_every=3)
+            self.assertEqual(result.y_hat.shape[1:3], (h // 16, w // 16))
+
     def test_batch_equals_single_runs(self):
         images = [_crop(64, 64, 0, 0), _crop(64, 64, 200, 300)]
         batch = tf.constant(np.stack(images), tf.float32)

@@ -104,6 +104,8 @@ class LatentOptimizer:
         params, ms, vs = list(state[:2]), list(state[2:4]), list(state[4:])
         last = tf.zeros([tf.shape(x)[0]], tf.float32)
         for i in tf.range(num_steps):
+            # a retrace with relaxed shapes (reduce_retracing, e.g. after a portrait image) makes the loss [None]
+            tf.autograph.experimental.set_loop_options(shape_invariants=[(last, tf.TensorShape([None]))])
             t = start + i
             with tf.GradientTape() as tape:
                 tape.watch(params)
