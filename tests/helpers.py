@@ -23,6 +23,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
+from tfc_inference import zoo as _zoo  # noqa: E402
+
+# Throw-away test checkpoints skip freezing their coding tables (a minute per bits-back model: the prior's tails
+# are estimated); tests/test_zoo.py::FrozenTablesTest turns it on, the shipped checkpoints all have them.
+_zoo.FREEZE_TABLES = False
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KODIM23 = os.path.join(REPO, "tfc_inference", "assets", "kodim23.png")
 

@@ -76,6 +76,10 @@ class SaveLoadTest(helpers.TestCase):
 class FrozenTablesTest(helpers.TestCase):
     """The coder's tables are computed when a checkpoint is saved and read back, never recomputed on load."""
 
+    def setUp(self):
+        super().setUp()
+        self.enterContext(mock.patch.object(zoo, "FREEZE_TABLES", True))
+
     def test_tables_are_saved_and_used(self):
         from tfc_inference import bits_back, codec
         for kind in ("hyperprior", "bitsback"):

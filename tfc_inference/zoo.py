@@ -21,6 +21,9 @@ CONFIG_FILE = "config.json"
 #: The entropy coder's tables, computed once when the checkpoint is saved, so that every machine codes with the
 #: same integers (recomputing them from the weights differs in the last bits between CPU kernels).
 TABLES_FILE = "coding_tables.npz"
+#: Whether :func:`save_checkpoint` freezes the tables (it costs seconds, for a bits-back model a minute, since the
+#: prior's tails are estimated); the test suite turns it off for its throw-away checkpoints.
+FREEZE_TABLES = True
 _CACHE: Dict[str, Any] = {}
 
 
@@ -200,7 +203,8 @@ def save_checkpoint(model, folder: Union[str, os.PathLike], training: Optional[D
     }
     with open(folder / CONFIG_FILE, "w") as f:
         json.dump(info, f, indent=2)
-    write_tables(model, folder)
+    if FREEZE_TABLES:
+        write_tables(model, folder)
     _CACHE.pop(str(folder.resolve()), None)
     return folder
 
