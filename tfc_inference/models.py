@@ -61,7 +61,7 @@ class ModelConfig:
     #: Bits-back model only: upper bound on the variance of q(z|y) (the paper capped it at 10 in training).
     max_variance: float = 10.0
     #: Bits-back model only: lower bound on the variance of q(z|y); 0 = none.  Bits-back coding only pays when
-    #: the posterior is wider than about 1/sqrt(2 pi) of a grid step (see ``bits_back``), so a floor trains a
+    #: the posterior is wider than about 1/sqrt(2 pi e) = 0.24 of a grid step (its entropy is then positive), so a floor trains a
     #: model whose side information is worth sending.
     min_variance: float = 0.0
 
