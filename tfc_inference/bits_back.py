@@ -147,8 +147,9 @@ def prior_table(model) -> PriorTable:
         return table
     import tensorflow_compression as tfc
     prior = model.hyperprior
-    lower = tfc.lower_tail(prior, 1e-9).numpy()
-    upper = tfc.upper_tail(prior, 1e-9).numpy()
+    # the tails' iterative search runs in one graph: ~1 s instead of ~10 s eagerly (same values, measured)
+    tails = tf.function(lambda: (tfc.lower_tail(prior, 1e-9), tfc.upper_tail(prior, 1e-9)), autograph=False)
+    lower, upper = (t.numpy() for t in tails())
     margin = int(math.ceil(8 * math.sqrt(model.config.max_variance) / Z_GRID))
     kmin = np.floor(lower / Z_GRID).astype(np.int64) - margin
     kmax = np.ceil(upper / Z_GRID).astype(np.int64) + margin

@@ -137,13 +137,14 @@ def load_model(name_or_path: Union[str, os.PathLike], prepare_coders: bool = Tru
         raise ModelError(f"cannot read the weights {weights}: {_short(e.message)}") from None
     except (IndexError, RuntimeError, OSError) as e:
         raise ModelError(f"cannot read the weights {weights} (damaged?): {_short(e)}") from None
+    fingerprint = model.fingerprint()  # a hash over every weight: compute once
     recorded = info.get("fingerprint")
-    if recorded is not None and recorded != model.fingerprint().hex():
+    if recorded is not None and recorded != fingerprint.hex():
         raise ModelError(f"{weights} and {config_file} do not belong together: the config records fingerprint "
-                         f"{recorded}, the weights with this config give {model.fingerprint().hex()}")
+                         f"{recorded}, the weights with this config give {fingerprint.hex()}")
     model.zoo_name = folder.name
     model.info = info
-    tables = read_tables(folder, model.fingerprint())
+    tables = read_tables(folder, fingerprint)
     if prepare_coders:
         model.prepare_coders(tables)
     else:
