@@ -191,6 +191,11 @@ def cmd_compress(args) -> int:
     _check_output_path(output, args.force)
     model = _load_model(args.model)
     options = {}
+    if args.preset is not None:
+        from tfc_inference import presets
+        if args.method not in presets.METHODS:
+            raise _UserError(f"--preset applies to {' and '.join(presets.METHODS)} only")
+        options["preset"] = args.preset
     if args.method != "amortized":
         if args.iterations is not None:
             options["iterations"] = args.iterations
@@ -537,6 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="amortized", choices=CLI_METHODS,
                    help="how the encoder infers the latents: the encoder networks (amortized) or an iterative "
                         "method")
+    p.add_argument("--preset", choices=("paper", "best", "fast"),
+                   help="sga / sga+bb settings measured in examples/results/iterations_study: paper (the paper's "
+                        "SGA), best (lowest loss at 2000 steps; the default), fast (500 steps); the options "
+                        "below override the preset's")
     p.add_argument("--iterations", type=_positive_int, metavar="N",
                    help="iterations of an iterative method (default: the method's own)")
     p.add_argument("--seed", type=int, metavar="S", help="random seed of a stochastic iterative method")

@@ -357,7 +357,8 @@ def compress(model: ModelLike, image: ImageLike, method: str = "amortized", *,
       container_version: 2 (default: with the guard stream) or 1 (the original format, no guard).
       pin_margin: version 2: pin scale indexes this close to a rounding boundary (0 pins none).
       **method_options: passed to the inference method (e.g. ``iterations``, ``schedule``; for bits-back also
-        ``side_info`` (bytes carried inside the file) and ``bbvi_iterations``).
+        ``side_info`` (bytes carried inside the file) and ``bbvi_iterations``); ``preset`` (``paper``, ``best``,
+        ``fast``: :mod:`tfc_inference.presets`) fills in the SGA settings the call does not give.
 
     Raises:
       ImageError: unreadable image; ImageTooLargeError above :data:`container.MAX_PIXELS` pixels;
@@ -368,6 +369,11 @@ def compress(model: ModelLike, image: ImageLike, method: str = "amortized", *,
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(container.METHODS)}")
     if container_version not in container.READABLE_VERSIONS:
         raise ValueError(f"container_version must be one of {container.READABLE_VERSIONS}")
+    if "preset" in method_options:
+        from tfc_inference import presets
+        if method not in presets.METHODS:
+            raise TypeError(f"presets set the options of {' and '.join(presets.METHODS)}, not of {method!r}")
+        method_options = presets.resolve(method_options)
     model = _get_model(model)
     x = to_rgb_array(image)
     height, width = x.shape[:2]
