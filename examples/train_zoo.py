@@ -85,6 +85,10 @@ def main() -> int:
     p.add_argument("--only", help="comma-separated model names to restrict the plan to")
     p.add_argument("--work-dir", default=str(REPO / "runs"), help="in-progress runs (git-ignored)")
     p.add_argument("--checkpoints", default=str(REPO / "checkpoints"), help="where finished models are exported")
+    p.add_argument("--precision", default="mixed_bfloat16", choices=("float32", "mixed_bfloat16"),
+                   help="training precision (phase 1 ran in float32; bfloat16 convolutions step ~1.3-1.5x faster)")
+    p.add_argument("--eval-every", type=int, default=2000,
+                   help="steps between Kodak evaluations (the PSNR-vs-steps curves, runs/<name>/eval_curve.jsonl)")
     p.add_argument("--list", action="store_true", help="print the plan and its state, train nothing")
     p.add_argument("--paper-config", action="store_true", help="print the paper's GPU-scale training settings")
     args = p.parse_args()
@@ -115,18 +119,24 @@ def main() -> int:
         return 0
     for stage in stages:
         target = stage.steps_for(args.phase)
-        if exported_steps(stage.name, checkpoints) >= target:
+        done = exported_steps(stage.name, checkpoints)
+        if done >= target:
             continue
-        if stage.init_from and exported_steps(stage.init_from, checkpoints) == 0:
-            print(f"skipping {stage.name}: {stage.init_from} is not trained yet", file=sys.stderr)
+        init_from, initial_step = stage.init_from, 0
+        if done and not (Path(args.work_dir) / stage.name / "ckpt" / "checkpoint").exists():
+            # exported earlier, run state gone (e.g. trained on another machine): continue the exported weights
+            init_from, initial_step = str(checkpoints / stage.name), done
+        elif init_from and exported_steps(init_from, checkpoints) == 0:
+            print(f"skipping {stage.name}: {init_from} is not trained yet", file=sys.stderr)
             continue
-        print(f"== {stage.name}: training to step {target}", flush=True)
+        print(f"== {stage.name}: training to step {target}"
+              + (f" (continuing the exported weights at step {done})" if initial_step else ""), flush=True)
         train(TrainOptions(name=stage.name, data=args.data, steps=target, lmbda=stage.lmbda, kind=stage.kind,
                            batch_size=stage.batch_size, crop=stage.crop, learning_rate=stage.learning_rate,
                            work_dir=args.work_dir, output=str(checkpoints), resume=True,
-                           init_from=stage.init_from,
-                           eval_dir=args.kodak, eval_images=24, progress=False, log_every=500,
-                           save_every=180.0, **ARCH))
+                           init_from=init_from, initial_step=initial_step, precision=args.precision,
+                           eval_dir=args.kodak, eval_images=24, eval_every=args.eval_every, progress=False,
+                           log_every=500, save_every=180.0, **ARCH))
     return 0
 
 

@@ -42,18 +42,6 @@ from tfc_inference import codec, zoo
 sha = lambda b: hashlib.sha256(b).hexdigest()
 image = os.path.join(work, "image.png")
 hyper, bb = zoo.load_model(hyper_path), zoo.load_model(bb_path)
-# The bits-back prior table (P(z) over each channel's support: TFC tail estimates, tens of seconds per process)
-# is computed by the first process and reused by the second, to keep the test short; it is a function of the
-# weights only (measured identical with 1 and 2 threads).
-import pickle
-from tfc_inference import bits_back
-table_path = os.path.join(work, "prior_table.pkl")
-if os.path.exists(table_path):
-    with open(table_path, "rb") as f:
-        bb._bb_prior_table = pickle.load(f)
-else:
-    with open(table_path, "wb") as f:
-        pickle.dump(bits_back.prior_table(bb), f)
 side = bytes(range(256)) * 2
 out = {"threads": tf.config.threading.get_intra_op_parallelism_threads(), "files": {}, "recon": {},
        "decoded": {}, "side_ok": {}}

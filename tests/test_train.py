@@ -248,6 +248,35 @@ class MixedPrecisionTest(helpers.TestCase):
             train.train(_options(root, data, "bad", 1, precision="float16"))
 
 
+class ContinueTest(helpers.TestCase):
+    """The PSNR-vs-steps curve across a resume; a float32 run resumed in bfloat16; --initial-step."""
+
+    def test_eval_curve_resume_in_bfloat16_and_initial_step(self):
+        root, data = helpers.fresh_dir("continue"), _data_dir()
+        kw = dict(eval_dir=data, eval_images=1, eval_every=2)
+        _run(_options(root, data, "c", 2, **kw))
+        path, log = _run(_options(root, data, "c", 3, resume=True, precision="mixed_bfloat16", **kw))
+        self.assertIn("at step 2", log)
+        self.assertEqual([int(s) for s, *_ in LOG_LINE.findall(log)], [3])
+        curve = train.read_eval_curve(os.path.join(root, "runs", "c", "eval_curve.jsonl"))
+        self.assertEqual([p["step"] for p in curve], [0, 2, 3])
+        for p in curve:
+            self.assertEqual(p["images"], ["a.png"])
+            self.assertGreater(p["bpp"], 0)
+            self.assertTrue(math.isfinite(p["psnr"]))
+        self.assertNotEqual(curve[0]["psnr"], curve[-1]["psnr"])  # the points measure the changing weights
+        # an exported model continued at its step count (its run folder gone)
+        path2, log2 = _run(_options(root, data, "c2", 4, init_from=str(path), initial_step=3))
+        self.assertIn("continuing at step 3", log2)
+        self.assertEqual([int(s) for s, *_ in LOG_LINE.findall(log2)], [4])
+        with open(os.path.join(path2, "config.json")) as f:
+            self.assertEqual(json.load(f)["training"]["steps"], 4)
+        with self.assertRaisesRegex(TrainingError, "give --init-from too"):
+            train.train(_options(root, data, "c3", 4, initial_step=2))
+        with self.assertRaisesRegex(TrainingError, "between 0 and --steps"):
+            train.train(_options(root, data, "c4", 4, init_from=str(path), initial_step=4))
+
+
 class EvaluateTest(helpers.TestCase):
 
     def test_evaluate_amortized(self):

@@ -3,7 +3,8 @@
 Subcommands::
 
     tfc-inference compress IMAGE [-o OUT.tfci] [--model NAME] [--method METHOD] [--iterations N] [--seed S]
-                           [--schedule improved|paper] [--side-info FILE] [--bbvi-iterations N]
+                           [--preset paper|best|fast] [--schedule improved|paper] [--rounding FN]
+                           [--three-class] [--side-info FILE] [--bbvi-iterations N]
     tfc-inference decompress FILE.tfci [-o OUT.png] [--model NAME] [--side-info-out FILE]
     tfc-inference models [--json]
     tfc-inference train --name NAME --data FOLDER [...]
@@ -631,6 +632,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after training, measure the amortized R-D on images of this folder (e.g. Kodak)")
     p.add_argument("--eval-images", type=_positive_int, default=defaults["eval_images"],
                    help="number of images of --eval-dir to evaluate")
+    p.add_argument("--eval-every", type=int, default=defaults["eval_every"], metavar="N",
+                   help="with --eval-dir: also evaluate every N steps (and at the run's start), appending to "
+                        "WORK_DIR/NAME/eval_curve.jsonl (the PSNR-vs-steps curve; 0: only at the end)")
+    p.add_argument("--initial-step", type=int, default=defaults["initial_step"], metavar="N",
+                   help="with --init-from: the weights already have N steps (continue an exported model whose "
+                        "run folder is gone; fresh optimizer state)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="print a log line every --log-every steps instead of a progress bar")
     p.set_defaults(func=cmd_train)

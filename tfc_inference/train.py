@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -53,6 +53,12 @@ class TrainOptions:
     precision: str = "float32"
     eval_dir: Optional[str] = None
     eval_images: int = 6
+    #: every this many steps (and at the start and end of a run) code the ``eval_images`` images of ``eval_dir``
+    #: amortized and append the point to ``<work_dir>/<name>/eval_curve.jsonl`` (the PSNR-vs-steps curve)
+    eval_every: int = 0
+    #: with ``init_from`` and no run to resume: the step count the weights already have (a continuation of an
+    #: exported model whose run state is gone; the optimizer state starts fresh)
+    initial_step: int = 0
     progress: bool = True
 
 
@@ -89,6 +95,50 @@ def transfer_weights(source, target) -> List[str]:
             else:
                 raise TrainingError(f"cannot initialize {d.name} {list(d.shape)} from {s.name} {list(s.shape)}")
     return notes
+
+
+class EvalCurve:
+    """The PSNR-vs-steps curve of a run: amortized coding of a few evaluation images (real files) at chosen
+    steps, one JSON line per point in ``path`` (append-only, so a resumed run continues the curve)."""
+
+    def __init__(self, path: Path, config, opts: "TrainOptions"):
+        from tfc_inference.data import list_images
+        self.path = path
+        self.paths = list_images([opts.eval_dir])[:opts.eval_images]
+        if not self.paths:
+            raise TrainingError(f"no images in --eval-dir {opts.eval_dir}")
+        self.config = config
+        self.mixed = opts.precision != "float32"
+        self._float32 = None
+
+    def add(self, model, step: int, cpu_seconds: float) -> Dict[str, Any]:
+        if self.mixed:  # evaluate the float32 model that the run would export
+            if self._float32 is None:
+                from tfc_inference.models import build_model
+                self._float32 = build_model(self.config)
+            self._float32.set_weights(model.get_weights())
+            model = self._float32
+        model.prepare_coders()  # tables from the current weights
+        point = dict(step=int(step), cpu_hours=round(cpu_seconds / 3600.0, 4),
+                     **evaluate_amortized(model, self.paths))
+        with open(self.path, "a") as f:
+            f.write(json.dumps(point) + "\n")
+        return point
+
+
+def read_eval_curve(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
+    """The points of an ``eval_curve.jsonl`` by step (a torn last line is skipped; a step repeated after a
+    resume keeps its last point)."""
+    points: Dict[int, Dict[str, Any]] = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    point = json.loads(line)
+                except ValueError:
+                    continue
+                points[int(point["step"])] = point
+    return [points[k] for k in sorted(points)]
 
 
 def evaluate_amortized(model, paths: Sequence[str]) -> Dict[str, float]:
@@ -152,6 +202,14 @@ def train(opts: TrainOptions) -> Path:
         source = zoo.load_model(opts.init_from, prepare_coders=False)
         init_notes = transfer_weights(source, model)
         print(f"initialized from {opts.init_from}" + "".join(f"\n  {n}" for n in init_notes))
+        if opts.initial_step:
+            if not 0 < opts.initial_step < opts.steps:
+                raise TrainingError(f"--initial-step must be between 0 and --steps ({opts.steps}), "
+                                    f"got {opts.initial_step}")
+            step.assign(opts.initial_step)
+            print(f"continuing at step {opts.initial_step} (fresh optimizer state)")
+    elif opts.initial_step:
+        raise TrainingError("--initial-step continues the weights of --init-from; give --init-from too")
     run_info = dataclasses.asdict(opts)
     run_info.update(num_training_images=len(sampler.images), init_notes=init_notes)
     with open(work / "run.json", "w") as f:
@@ -190,6 +248,9 @@ def train(opts: TrainOptions) -> Path:
             raise KeyboardInterrupt("SIGTERM")
         previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
 
+    curve = EvalCurve(work / "eval_curve.jsonl", config, opts) if opts.eval_dir and opts.eval_every else None
+    if curve is not None and start < opts.steps and start not in {p["step"] for p in read_eval_curve(curve.path)}:
+        curve.add(model, start, cpu_base)
     try:
         for batch in sampler.dataset(start, opts.steps):
             terms = train_step(batch)
@@ -208,6 +269,8 @@ def train(opts: TrainOptions) -> Path:
                 if not opts.progress:
                     print(f"step {s} loss {running['loss']:.4f} bpp {running['bpp']:.4f} psnr {running['psnr']:.2f}",
                           flush=True)
+            if curve is not None and (s % opts.eval_every == 0 or s == opts.steps):
+                curve.add(model, s, cpu_base + time.process_time() - t_cpu0)
             if time.time() - last_save > opts.save_every:
                 save()
                 last_save = time.time()
