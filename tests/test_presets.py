@@ -30,7 +30,7 @@ class PresetTest(helpers.TestCase):
         self.assertEqual(out["schedule"], presets.get("fast").schedule)
         self.assertNotIn("preset", out)
         self.assertEqual(presets.resolve({"iterations": 5}), {"iterations": 5})
-        self.assertNotIn("rounding", presets.get("paper").options())  # bits-back's SGA takes no rounding option
+        self.assertNotIn("rounding", presets.get("paper").options())  # the defaults are not spelled out
 
     def test_preset_file_equals_explicit_options(self):
         model = zoo.load_model(helpers.checkpoint("hyperprior", trained=True))
@@ -44,6 +44,14 @@ class PresetTest(helpers.TestCase):
             codec.compress(model, image, "amortized", preset="fast")
         with self.assertRaisesRegex(TypeError, "presets set the options"):
             codec.compress(model, image, "map", preset="fast")
+
+    def test_bits_back_takes_every_preset(self):
+        model = zoo.load_model(helpers.checkpoint("bitsback"))
+        image = helpers.kodak_crop(32, 48)
+        for name in presets.names():
+            r = codec.compress(model, image, "sga+bb", preset=name, iterations=3, bbvi_iterations=3,
+                               side_info=b"side")
+            self.assertEqual(codec.decompress_details(r.data, model).side_info, b"side", msg=name)
 
     def test_cli(self):
         work = helpers.fresh_dir("presets_cli")

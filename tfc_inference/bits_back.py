@@ -182,7 +182,8 @@ class BitsBackInference:
     """The optimization stages of the bits-back encoder and the decoder's reproducible BBVI."""
 
     def __init__(self, model, seed: int = 0, learning_rate: float = 0.005, schedule=None,
-                 iterations: int = 2000, bbvi_learning_rate: float = DEFAULT_BBVI_LR):
+                 iterations: int = 2000, bbvi_learning_rate: float = DEFAULT_BBVI_LR, rounding=None,
+                 three_class: bool = False):
         if not hasattr(model, "q_params"):
             raise ValueError(f"bits-back coding needs a BitsBackHyperprior model, got {type(model).__name__}")
         self.model = model
@@ -190,7 +191,7 @@ class BitsBackInference:
         self.learning_rate = float(learning_rate)
         self.bbvi_learning_rate = float(bbvi_learning_rate)
         self.schedule = schedules.get(schedule, iterations)
-        self.sga = discretize.SGA()
+        self.sga = discretize.get("sga", rounding, three_class)  # SGA's rounding distribution (default atanh)
         self._stage1 = tf.function(self._stage1_chunk, reduce_retracing=True)
         self._stage2 = tf.function(self._bbvi_chunk, reduce_retracing=True)
 
@@ -294,12 +295,15 @@ def _y_params(model, z_hat):
 
 def encode(model, x_padded: tf.Tensor, valid_shape, method: str, side_info: Optional[bytes] = None,
            iterations: int = 2000, bbvi_iterations: int = 2000, seed: int = 0, learning_rate: float = 0.005,
-           bbvi_learning_rate: float = DEFAULT_BBVI_LR, schedule=None, progress=False) -> BitsBackEncoded:
-    """Bits-back encoding (Algorithm 1) of one padded image; see the module docstring for the layout."""
+           bbvi_learning_rate: float = DEFAULT_BBVI_LR, schedule=None, progress=False, rounding=None,
+           three_class: bool = False) -> BitsBackEncoded:
+    """Bits-back encoding (Algorithm 1) of one padded image; see the module docstring for the layout.
+    ``rounding`` / ``three_class``: the rounding distribution of the SGA stage (``sga+bb``)."""
     if method not in BB_METHODS:
         raise ValueError(f"unknown bits-back method {method!r}; expected one of {BB_METHODS}")
     side_info = bytes(side_info or b"")
-    inf = BitsBackInference(model, seed, learning_rate, schedule, iterations, bbvi_learning_rate)
+    inf = BitsBackInference(model, seed, learning_rate, schedule, iterations, bbvi_learning_rate, rounding,
+                            three_class)
     if method == "sga+bb":
         y_hat = inf.optimize_y(x_padded, valid_shape, iterations, progress)
     else:

@@ -38,8 +38,8 @@ class Preset:
     summary: str = ""
 
     def options(self) -> Dict[str, Any]:
-        """Options for ``codec.compress`` / ``inference.infer``; rounding only when it is not the paper's, so that
-        a preset also suits the bits-back methods (whose SGA uses the paper's rounding)."""
+        """Options for ``codec.compress`` (``sga``, ``sga+bb``) / ``inference.infer``; the rounding options only
+        when they are not the paper's (the defaults)."""
         out: Dict[str, Any] = {"iterations": self.iterations, "schedule": self.schedule,
                                "learning_rate": self.learning_rate}
         if self.rounding != "atanh" or self.three_class:
