@@ -33,6 +33,7 @@ class Config:
     schedule: schedules.ExponentialSchedule
     rounding: str = "atanh"
     three_class: bool = False
+    learning_rate: Optional[float] = None  # None: the method's default (0.005, the paper's)
 
 
 def configs() -> List[Config]:
@@ -49,6 +50,13 @@ def configs() -> List[Config]:
     warm500 = schedules.improved(tau0=1.0, rate=8e-3, t0=50.0)
     for rnd in ("linear", "cosine", "sigmoid_logit(a=2)"):
         out.append(Config(f"{rnd} 500", 500, warm500, rnd))
+    # larger steps: for the short budget, and whether 2000 steps gain from them too
+    for lr in (0.01, 0.02, 0.04, 0.08):
+        out.append(Config(f"cosine 500 lr {lr:g}", 500, warm500, "cosine", learning_rate=lr))
+    out.append(Config("improved 500 lr 0.04", 500, schedules.improved_for(500), learning_rate=0.04))
+    out.append(Config("improved lr 0.01", 2000, schedules.improved(), learning_rate=0.01))
+    for lr in (0.01, 0.02, 0.04):
+        out.append(Config(f"cosine lr {lr:g}", 2000, warm, "cosine", learning_rate=lr))
     return out
 
 
@@ -71,7 +79,8 @@ def run_all(models: List[str], paths: List[str], cache: str, eval_every: int,
             if only and cfg.label not in only:
                 continue
             recs = get(model, ["sga"], iterations=cfg.iterations, schedule=cfg.schedule,
-                       rounding=None if cfg.rounding == "atanh" else cfg.rounding, three_class=cfg.three_class)
+                       rounding=None if cfg.rounding == "atanh" else cfg.rounding, three_class=cfg.three_class,
+                       learning_rate=cfg.learning_rate)
             records.setdefault(cfg.label, []).extend(recs)
     return records
 
@@ -166,7 +175,8 @@ def _preset_labels() -> Dict[str, Optional[str]]:
     for name, p in presets.PRESETS.items():
         out[name] = next((c.label for c in configs() if c.iterations == p.iterations
                           and c.schedule == p.schedule and c.rounding == p.rounding
-                          and c.three_class == p.three_class), None)
+                          and c.three_class == p.three_class
+                          and (c.learning_rate or 0.005) == p.learning_rate), None)
     return out
 
 
