@@ -7,6 +7,9 @@ evaluation runner's format) and a summary ``<out>/README.md`` with plots.
     python examples/iterations_study.py --images ../shared/data/kodak --count 6 \\
         --models hyperprior-mse-0.005,hyperprior-mse-0.02 --out examples/results/iterations_study
     python examples/iterations_study.py --list            # the configurations
+    # screening on crops (which candidates deserve full runs):
+    python examples/iterations_study.py --models hyperprior-mse-0.01 --names kodim01,kodim03,kodim05 --crop 256 \
+        --out examples/results/iterations_screening
 
 Configurations with a 500-step budget run as separate runs (an annealing schedule must finish inside its budget;
 the first 500 steps of a 2000-step run are not a 500-step run).
@@ -121,7 +124,7 @@ def main() -> int:
     if args.list:
         for c in configs():
             print(f"{c.label:24s} {c.iterations:5d} steps  {c.schedule.name:40s} rounding {c.rounding}"
-                  f"{' (3-class)' if c.three_class else ''}")
+                  f"{' (3-class)' if c.three_class else ''}  lr {c.learning_rate or 0.005:g}")
         return 0
     paths = list_images([args.images])
     if args.names:
