@@ -39,6 +39,12 @@ ALL_METHODS = ["amortized", "sga", "sga+bb", "map", "ste", "uniform-noise", "det
                "bb-amortized"]
 
 
+def _iterative_options(args, stage: str) -> Dict[str, object]:
+    """``--iterations``, or with ``--preset`` the preset's SGA settings for the main curves (sga, sga+bb)."""
+    from tfc_inference import evaluate
+    return evaluate.with_preset(args.preset if stage == "main" else None, iterations=args.iterations)
+
+
 def parse_args(argv, dataset: str, images: str, ablation_count: int, published: Optional[str]):
     from tfc_inference.cli import _HelpFormatter  # shows defaults, except None
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + f" (dataset: {dataset})",
@@ -47,6 +53,9 @@ def parse_args(argv, dataset: str, images: str, ablation_count: int, published: 
     p.add_argument("--dataset", default=dataset, help="dataset label in the report")
     p.add_argument("--out", default=None, help="results folder (default: examples/results/<dataset>)")
     p.add_argument("--iterations", type=int, default=2000, help="iterations of the iterative methods")
+    p.add_argument("--preset", choices=("paper", "best", "fast"),
+                   help="main curves (sga, sga+bb) with a preset of tfc_inference.presets instead of --iterations "
+                        "and the default schedule; recorded as their own curves")
     p.add_argument("--bbvi-iterations", type=int, default=2000, help="reproducible-BBVI steps of bits-back methods")
     p.add_argument("--count", type=int, default=None, help="use the first N images (default: all)")
     p.add_argument("--models", default=None, help="comma-separated zoo models (default: every hyperprior and "
@@ -181,8 +190,9 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
         for stage, name, methods, stage_paths in plan:
             if name not in loaded:
                 loaded = {name: zoo.load_model(name)}  # one model in memory at a time
-            keys, jobs, _ = evaluate.plan(loaded[name], stage_paths, methods, cache, iterations=args.iterations,
-                                          seed=args.seed, bbvi_iterations=args.bbvi_iterations, records=records)
+            keys, jobs, _ = evaluate.plan(loaded[name], stage_paths, methods, cache, seed=args.seed,
+                                          bbvi_iterations=args.bbvi_iterations, records=records,
+                                          **_iterative_options(args, stage))
             eta = 0.0
             for job in jobs:
                 sec = _estimate_seconds(timings, name, job[1], job[2])
@@ -208,8 +218,8 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
         for stage, name, methods, stage_paths in plan:
             model = zoo.load_model(name)
             t0 = time.time()
-            evaluate.run(model, stage_paths, methods, cache, iterations=args.iterations, seed=args.seed,
-                         bbvi_iterations=args.bbvi_iterations)
+            evaluate.run(model, stage_paths, methods, cache, seed=args.seed, bbvi_iterations=args.bbvi_iterations,
+                         **_iterative_options(args, stage))
             print(f"{stage} {name} {','.join(methods)}: {time.time() - t0:.0f} s", flush=True)
     caches = [c for c in (cache, base_cache) if os.path.isfile(c)]
     if not caches:

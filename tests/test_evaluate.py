@@ -44,3 +44,26 @@ class EvaluateTest(helpers.TestCase):
         self.assertTrue(r["side_info_recovered"])
         self.assertEqual(r["side_info_bits"], 3000 * 8)
         self.assertEqual(r["net_bits"], r["bits"] - 3000 * 8)
+
+
+class PresetPlanTest(helpers.TestCase):
+    """A preset's runs are their own cache keys (curves); default runs keep theirs."""
+
+    def test_preset_keys(self):
+        from tfc_inference import presets, zoo
+        model = zoo.load_model(helpers.checkpoint("bitsback"))
+        cache = os.path.join(helpers.fresh_dir("preset_plan"), "c.jsonl")
+        paths = ["/nonexistent/a.png"]  # plan reads no image
+        default_keys, _, _ = evaluate.plan(model, paths, ["sga", "sga+bb"], cache)
+        fast = evaluate.with_preset("fast", iterations=2000)
+        self.assertEqual(fast["iterations"], presets.get("fast").iterations)
+        fast_keys, jobs, _ = evaluate.plan(model, paths, ["sga", "sga+bb"], cache, **fast)
+        self.assertEqual(default_keys[1][4], "bits-back(bbvi=2000)")  # the key of existing caches
+        self.assertIsNone(default_keys[1][6])
+        self.assertTrue(set(default_keys).isdisjoint(fast_keys))
+        sga_key, bb_key = fast_keys
+        self.assertEqual((sga_key[3], sga_key[4], sga_key[6]), (fast["iterations"], fast["schedule"].name,
+                                                                fast["learning_rate"]))
+        self.assertIn(f"sga={fast['schedule'].name}", bb_key[4])
+        self.assertEqual(bb_key[6], fast["learning_rate"])
+        self.assertEqual(evaluate.with_preset(None, iterations=7), {"iterations": 7})

@@ -73,6 +73,27 @@ def _rounding_options(method: str, rounding, three_class: bool) -> Dict[str, Any
     return {}
 
 
+def _bb_sga_options(schedule, learning_rate, rounding, three_class) -> Dict[str, Any]:
+    """The options of the SGA stage of ``sga+bb`` that differ from its defaults."""
+    out = {k: v for k, v in dict(schedule=schedule, learning_rate=learning_rate, rounding=rounding).items()
+           if v is not None}
+    if three_class:
+        out["three_class"] = True
+    return out
+
+
+def with_preset(preset: Optional[str], **options) -> Dict[str, Any]:
+    """``run`` / ``plan`` options with a named preset (:mod:`tfc_inference.presets`) filled in: its iterations,
+    schedule, learning rate and rounding replace the given ones."""
+    if preset is None:
+        return options
+    from tfc_inference import presets
+    p = presets.get(preset)
+    options.update(iterations=p.iterations, schedule=p.schedule, learning_rate=p.learning_rate,
+                   rounding=None if p.rounding == "atanh" else p.rounding, three_class=p.three_class)
+    return options
+
+
 def plan(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: str, iterations: int = 2000,
          schedule: Optional[str] = None, seed: int = 0, learning_rate: Optional[float] = None,
          bbvi_iterations: int = 2000, rounding=None, three_class: bool = False,
@@ -95,6 +116,13 @@ def plan(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: 
                 sched, lr = f"bits-back(bbvi={bbvi_iterations})", None
                 if method != "sga+bb":
                     its = 0
+                elif _bb_sga_options(schedule, learning_rate, rounding, three_class):
+                    # an SGA stage other than the default: its own curve (default runs keep their old keys)
+                    opt = get_optimizer(model, "sga", schedule, learning_rate, seed, its,
+                                        **_rounding_options("sga", rounding, three_class))
+                    sched = f"bits-back(bbvi={bbvi_iterations}, sga={opt.schedule.name})"
+                    lr = opt.learning_rate
+                    variant = method + opt.discretizer.describe()[len("sga"):]
             elif method != "amortized":
                 opt = get_optimizer(model, method, schedule, learning_rate, seed, its,
                                     **_rounding_options(method, rounding, three_class))
@@ -139,6 +167,8 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
             # bits-back needs side information to carry: random bytes, more than popping z consumes
             side_info = np.random.default_rng([seed, zlib.crc32(os.path.basename(path).encode())]).bytes(side_info_bytes)
             options = dict(iterations=its, seed=seed, side_info=side_info, bbvi_iterations=bbvi_iterations)
+            if method == "sga+bb":
+                options.update(_bb_sga_options(schedule, learning_rate, rounding, three_class))
         t0 = time.perf_counter()
         result = codec.compress(model, x, method=method, **options)
         encode_seconds = time.perf_counter() - t0
