@@ -271,6 +271,13 @@ class ContinueTest(helpers.TestCase):
         self.assertEqual([int(s) for s, *_ in LOG_LINE.findall(log2)], [4])
         with open(os.path.join(path2, "config.json")) as f:
             self.assertEqual(json.load(f)["training"]["steps"], 4)
+        # a CPU budget ends the run early (and a resumed run that has used it up trains nothing)
+        path3, log3 = _run(_options(root, data, "c5", 50, max_cpu_hours=1e-6))
+        self.assertIn("CPU budget of 1e-06 h reached at step 1", log3)
+        _, log4 = _run(_options(root, data, "c5", 50, max_cpu_hours=1e-6, resume=True))
+        self.assertIn("already used at step 1", log4)
+        with open(os.path.join(path3, "config.json")) as f:
+            self.assertEqual(json.load(f)["training"]["steps"], 1)
         with self.assertRaisesRegex(TrainingError, "give --init-from too"):
             train.train(_options(root, data, "c3", 4, initial_step=2))
         with self.assertRaisesRegex(TrainingError, "between 0 and --steps"):

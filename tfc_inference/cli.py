@@ -635,6 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=defaults["eval_every"], metavar="N",
                    help="with --eval-dir: also evaluate every N steps (and at the run's start), appending to "
                         "WORK_DIR/NAME/eval_curve.jsonl (the PSNR-vs-steps curve; 0: only at the end)")
+    p.add_argument("--max-cpu-hours", type=float, default=defaults["max_cpu_hours"], metavar="H",
+                   help="stop and export once the run has used H CPU-hours (all threads, over resumes; 0: no "
+                        "limit) — for comparisons at equal budget")
     p.add_argument("--initial-step", type=int, default=defaults["initial_step"], metavar="N",
                    help="with --init-from: the weights already have N steps (continue an exported model whose "
                         "run folder is gone; fresh optimizer state)")

@@ -59,6 +59,9 @@ class TrainOptions:
     #: with ``init_from`` and no run to resume: the step count the weights already have (a continuation of an
     #: exported model whose run state is gone; the optimizer state starts fresh)
     initial_step: int = 0
+    #: stop (checkpoint and export) once the run's CPU time (all threads, summed over resumes) reaches this many
+    #: hours, even before ``steps`` (0: no limit); for equal-budget comparisons
+    max_cpu_hours: float = 0.0
     progress: bool = True
 
 
@@ -251,6 +254,9 @@ def train(opts: TrainOptions) -> Path:
     curve = EvalCurve(work / "eval_curve.jsonl", config, opts) if opts.eval_dir and opts.eval_every else None
     if curve is not None and start < opts.steps and start not in {p["step"] for p in read_eval_curve(curve.path)}:
         curve.add(model, start, cpu_base)
+    if opts.max_cpu_hours > 0 and cpu_base >= 3600.0 * opts.max_cpu_hours:
+        print(f"CPU budget of {opts.max_cpu_hours:g} h already used at step {start}", flush=True)
+        start = opts.steps  # nothing left to train: export as is
     try:
         for batch in sampler.dataset(start, opts.steps):
             terms = train_step(batch)
@@ -269,8 +275,13 @@ def train(opts: TrainOptions) -> Path:
                 if not opts.progress:
                     print(f"step {s} loss {running['loss']:.4f} bpp {running['bpp']:.4f} psnr {running['psnr']:.2f}",
                           flush=True)
-            if curve is not None and (s % opts.eval_every == 0 or s == opts.steps):
-                curve.add(model, s, cpu_base + time.process_time() - t_cpu0)
+            used = cpu_base + time.process_time() - t_cpu0
+            out_of_budget = opts.max_cpu_hours > 0 and used >= 3600.0 * opts.max_cpu_hours
+            if curve is not None and (s % opts.eval_every == 0 or s == opts.steps or out_of_budget):
+                curve.add(model, s, used)
+            if out_of_budget:
+                print(f"CPU budget of {opts.max_cpu_hours:g} h reached at step {s}", flush=True)
+                break
             if time.time() - last_save > opts.save_every:
                 save()
                 last_save = time.time()
@@ -294,6 +305,9 @@ def train(opts: TrainOptions) -> Path:
               f"{evaluation['bpp']:.4f} bpp, {evaluation['psnr']:.2f} dB")
     training = {k: run_info[k] for k in ("steps", "lmbda", "batch_size", "crop", "learning_rate",
                                          "lr_drop_fraction", "seed", "init_from", "num_training_images")}
+    training["steps"] = int(step.numpy())  # fewer than --steps if the CPU budget ended the run
+    if opts.max_cpu_hours:
+        training["max_cpu_hours"] = opts.max_cpu_hours
     training["data"] = [str(d) for d in opts.data]
     training["cpu_hours"] = round(float(cpu_seconds.numpy()) / 3600.0, 3)
     out = zoo.save_checkpoint(model, Path(opts.output) / opts.name, training=training, evaluation=evaluation)
