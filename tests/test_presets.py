@@ -5,7 +5,7 @@ import io
 import os
 
 from tests import helpers
-from tfc_inference import cli, codec, inference, presets, schedules, zoo
+from tfc_inference import cli, codec, inference, presets, rounding, schedules, zoo
 
 
 class PresetTest(helpers.TestCase):
@@ -15,11 +15,10 @@ class PresetTest(helpers.TestCase):
         self.assertEqual((paper.iterations, paper.schedule, paper.rounding), (2000, schedules.paper(), "atanh"))
         self.assertEqual((best.iterations, best.schedule), (2000, schedules.improved()))
         self.assertLessEqual(fast.iterations, 500)
-        # the package's SGA default is the best preset
+        # the package's SGA default stays the official code's settings (what the Kodak main curves use)
         opt = inference.get_optimizer(zoo.load_model(helpers.checkpoint()), "sga")
-        self.assertEqual(opt.schedule, best.schedule)
-        self.assertEqual(opt.learning_rate, best.learning_rate)
-        self.assertEqual(inference.DEFAULT_ITERATIONS, best.iterations)
+        self.assertEqual((opt.schedule, opt.learning_rate), (schedules.improved(), paper.learning_rate))
+        self.assertEqual(inference.DEFAULT_ITERATIONS, 2000)
         with self.assertRaisesRegex(ValueError, "unknown preset 'quick'.*paper, best, fast"):
             presets.get("quick")
 
@@ -31,6 +30,7 @@ class PresetTest(helpers.TestCase):
         self.assertNotIn("preset", out)
         self.assertEqual(presets.resolve({"iterations": 5}), {"iterations": 5})
         self.assertNotIn("rounding", presets.get("paper").options())  # the defaults are not spelled out
+        self.assertEqual(presets.get("fast").options()["rounding"], rounding.get(presets.get("fast").rounding))
 
     def test_preset_file_equals_explicit_options(self):
         model = zoo.load_model(helpers.checkpoint("hyperprior", trained=True))
@@ -38,7 +38,7 @@ class PresetTest(helpers.TestCase):
         fast = presets.get("fast")
         a = codec.compress(model, image, "sga", preset="fast", iterations=6, progress=False)
         b = codec.compress(model, image, "sga", iterations=6, schedule=fast.schedule,
-                           learning_rate=fast.learning_rate, progress=False)
+                           learning_rate=fast.learning_rate, rounding=rounding.get(fast.rounding), progress=False)
         self.assertEqual(a.data, b.data)
         with self.assertRaisesRegex(TypeError, "presets set the options of sga and sga\\+bb"):
             codec.compress(model, image, "amortized", preset="fast")

@@ -545,8 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "method")
     p.add_argument("--preset", choices=("paper", "best", "fast"),
                    help="sga / sga+bb settings measured in examples/results/iterations_study: paper (the paper's "
-                        "SGA), best (lowest loss at 2000 steps; the default), fast (500 steps); the options "
-                        "below override the preset's")
+                        "SGA), best (lowest loss at 2000 steps), fast (500 steps); without one: the official "
+                        "code's settings; the options below override the preset's")
     p.add_argument("--iterations", type=_positive_int, metavar="N",
                    help="iterations of an iterative method (default: the method's own)")
     p.add_argument("--seed", type=int, metavar="S", help="random seed of a stochastic iterative method")
