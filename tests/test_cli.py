@@ -177,6 +177,18 @@ class CLITest(tf.test.TestCase):
         self.assertAlmostEqual(float(rows[0][2]), expected.bpp, places=3)
         self.assertIn("equals the encoder's reconstruction", out)
 
+    def test_demo_preset(self):
+        """The demo's SGA runs the fast preset (its label says so); other methods take --iterations."""
+        status, out, err = run("demo", "--methods", "sga,map", "--iterations", "2", "--model", self.model_path,
+                               "--image", self.image_path)
+        self.assertEqual(status, 0, err)
+        self.assertLen([line for line in out.splitlines() if line.startswith("| sga (fast) |")], 1)
+        self.assertLen([line for line in out.splitlines() if line.startswith("| map |")], 1)
+        status, out, err = run("demo", "--methods", "sga", "--preset", "none", "--iterations", "2", "--model",
+                               self.model_path, "--image", self.image_path)
+        self.assertEqual(status, 0, err)
+        self.assertLen([line for line in out.splitlines() if line.startswith("| sga |")], 1)
+
     def test_demo_without_iterative_inference(self):
         with mock.patch.object(cli, "_iterative_inference_available", return_value=False):
             status, out, err = run("demo", "--model", self.model_path, "--image", self.image_path)

@@ -389,9 +389,17 @@ def cmd_demo(args) -> int:
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
     mismatches = []
+    from tfc_inference import presets
     for method in methods:
-        options = {} if method == "amortized" else {"iterations": args.iterations, "seed": args.seed,
-                                                    "progress": None}
+        options = {} if method == "amortized" else {"seed": args.seed, "progress": None}
+        label = method
+        if method in presets.METHODS and args.preset != "none":
+            options["preset"] = args.preset
+            label = f"{method} ({args.preset})"
+            if args.iterations is not None:
+                options["iterations"] = args.iterations
+        elif method != "amortized":
+            options["iterations"] = args.iterations or DEFAULT_DEMO_ITERATIONS
         t0 = time.perf_counter()
         result = codec.compress(model, image, method=method, **options)
         encode_seconds = time.perf_counter() - t0
@@ -400,7 +408,7 @@ def cmd_demo(args) -> int:
         decode_seconds = time.perf_counter() - t0
         if not np.array_equal(decoded.image, result.reconstruction):
             mismatches.append(method)
-        row = [method, str(len(result.data)), f"{result.bpp:.4f}", f"{result.estimated_bpp:.4f}",
+        row = [label, str(len(result.data)), f"{result.bpp:.4f}", f"{result.estimated_bpp:.4f}",
                f"{result.psnr:.2f}", f"{result.rd_loss:.4f}", f"{encode_seconds:.2f}", f"{decode_seconds:.2f}"]
         print("| " + " | ".join(row) + " |", flush=True)
     print()
@@ -657,8 +665,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", type=_parse_methods, default=DEFAULT_DEMO_METHODS,
                    help="comma-separated inference methods (iterative ones are skipped, with a note, when "
                         "iterative inference is not installed)")
-    p.add_argument("--iterations", type=_positive_int, default=DEFAULT_DEMO_ITERATIONS,
-                   help="iterations of the iterative methods")
+    p.add_argument("--preset", choices=("paper", "best", "fast", "none"), default="fast",
+                   help="settings of sga / sga+bb (tfc_inference.presets; none: the official code's schedule "
+                        "stretched to --iterations)")
+    p.add_argument("--iterations", type=_positive_int, metavar="N",
+                   help=f"iterations of the iterative methods (default: the preset's; without a preset "
+                        f"{DEFAULT_DEMO_ITERATIONS})")
     p.add_argument("--seed", type=int, default=0, help="random seed of the stochastic iterative methods")
     p.set_defaults(func=cmd_demo)
 
