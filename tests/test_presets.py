@@ -68,5 +68,14 @@ class PresetTest(helpers.TestCase):
             self.assertEqual(cli.main(["compress", image, "--model", ckpt, "--method", "sga", "--preset",
                                        "slow"]), 2)
         self.assertTrue(os.path.isfile(os.path.join(work, "a.tfci")))
+        # without a preset or SGA options, `compress --method sga` runs the fast preset
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.assertEqual(cli.main(["compress", image, "-o", os.path.join(work, "c.tfci"), "--model", ckpt,
+                                       "--method", "sga", "-q"]), 0)
+        with open(os.path.join(work, "c.tfci"), "rb") as f:
+            expected = codec.compress(zoo.load_model(ckpt), helpers.kodak_crop(40, 48), "sga", preset="fast",
+                                      progress=False)
+            self.assertEqual(f.read(), expected.data)
+        self.assertEqual(expected.iterations, presets.get("fast").iterations)
         self.assertIn("--preset applies to sga and sga+bb only", err.getvalue())
         self.assertFalse(os.path.exists(os.path.join(work, "b.tfci")))
