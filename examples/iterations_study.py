@@ -259,14 +259,14 @@ def report(records: Dict[str, List[dict]], models: List[str], paths: List[str], 
     base = {_key(r): r["loss"] for r in records["amortized"]}
     paper = {_key(r): r["loss"] for r in records.get("paper", [])}
     fig, (ax_steps, ax_time) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for label, recs in records.items():
-        if label == "amortized" or not recs:
-            continue
+    colors = plt.get_cmap("tab20")
+    for i, (label, recs) in enumerate((lab, recs) for lab, recs in records.items() if lab != "amortized" and recs):
         rel = np.array([[t["loss"] / base[_key(r)] - 1 for t in r["trace"]] for r in recs])
         steps = np.array([t["step"] for t in recs[0]["trace"]])
         seconds = steps * np.mean([r["seconds_per_iteration"] for r in recs])
-        ax_steps.plot(steps, 100 * rel.mean(0), label=f"{label} ({len(recs)} runs)")
-        ax_time.plot(seconds, 100 * rel.mean(0), label=label)
+        style = dict(color=colors(i % 20), linestyle="--" if recs[0]["iterations"] <= 500 else "-")
+        ax_steps.plot(steps, 100 * rel.mean(0), label=f"{label} ({len(recs)} runs)", **style)
+        ax_time.plot(seconds, 100 * rel.mean(0), label=label, **style)
     for ax, xl in ((ax_steps, "iteration"), (ax_time, "seconds (mean per image)")):
         ax.set_xlabel(xl)
         ax.set_ylabel("true R-D loss vs amortized (%)")
