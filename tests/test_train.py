@@ -265,6 +265,9 @@ class ContinueTest(helpers.TestCase):
             self.assertGreater(p["bpp"], 0)
             self.assertTrue(math.isfinite(p["psnr"]))
         self.assertNotEqual(curve[0]["psnr"], curve[-1]["psnr"])  # the points measure the changing weights
+        with open(os.path.join(path, "config.json")) as f:  # the export's evaluation is the curve's last point
+            evaluation = json.load(f)["evaluation"]
+        self.assertEqual((evaluation["bpp"], evaluation["psnr"]), (curve[-1]["bpp"], curve[-1]["psnr"]))
         # an exported model continued at its step count (its run folder gone)
         path2, log2 = _run(_options(root, data, "c2", 4, init_from=str(path), initial_step=3))
         self.assertIn("continuing at step 3", log2)
