@@ -88,9 +88,7 @@ def with_preset(preset: Optional[str], **options) -> Dict[str, Any]:
     if preset is None:
         return options
     from tfc_inference import presets
-    p = presets.get(preset)
-    options.update(iterations=p.iterations, schedule=p.schedule, learning_rate=p.learning_rate,
-                   rounding=None if p.rounding == "atanh" else p.rounding, three_class=p.three_class)
+    options.update(presets.get(preset).settings())
     return options
 
 

@@ -46,15 +46,21 @@ class Preset:
     three_class: bool = False
     summary: str = ""
 
+    def settings(self) -> Dict[str, Any]:
+        """The preset as plain values: iterations, schedule, learning rate, the rounding distribution's name
+        (None for the paper's ``atanh``) and ``three_class`` (the evaluation runner's options)."""
+        return {"iterations": self.iterations, "schedule": self.schedule, "learning_rate": self.learning_rate,
+                "rounding": None if self.rounding == "atanh" else self.rounding, "three_class": self.three_class}
+
     def options(self) -> Dict[str, Any]:
         """Options for ``codec.compress`` (``sga``, ``sga+bb``) / ``inference.infer``; the rounding options only
         when they are not the paper's (the defaults)."""
-        out: Dict[str, Any] = {"iterations": self.iterations, "schedule": self.schedule,
-                               "learning_rate": self.learning_rate}
-        if self.rounding != "atanh" or self.three_class:
+        out = self.settings()
+        if out["rounding"] is None and not self.three_class:
+            del out["rounding"], out["three_class"]
+        else:
             from tfc_inference import rounding
             out["rounding"] = rounding.get(self.rounding)
-            out["three_class"] = self.three_class
         return out
 
 
