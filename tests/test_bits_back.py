@@ -166,7 +166,8 @@ class FreshProcessDecodeTest(helpers.TestCase):
                   "    d = t.decompress_details(open(p, 'rb').read(), t.load_model(sys.argv[1]))\n"
                   "    assert d.side_info is not None, d.side_info_error\n"
                   "    open(p + '.out', 'wb').write(d.side_info)\n")
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        # a fatal signal in the decoder prints its Python stack (an intermittent abort was once seen here)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONFAULTHANDLER="1")
         done = subprocess.run([sys.executable, "-c", script, folder] + cases, env=env, capture_output=True,
                               text=True, timeout=600)
         self.assertEqual(done.returncode, 0, done.stderr[-2000:])
