@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
@@ -58,8 +59,8 @@ def parse_args(argv, dataset: str, images: str, ablation_count: int, published: 
                         "and the default schedule; recorded as their own curves")
     p.add_argument("--bbvi-iterations", type=int, default=2000, help="reproducible-BBVI steps of bits-back methods")
     p.add_argument("--count", type=int, default=None, help="use the first N images (default: all)")
-    p.add_argument("--models", default=None, help="comma-separated zoo models (default: every hyperprior and "
-                                                  "bits-back model of the zoo)")
+    p.add_argument("--models", default=None, help="comma-separated zoo models (default: the zoo's hyperprior-mse-* and "
+                                                  "bitsback-mse-* series)")
     p.add_argument("--methods", default=",".join(ALL_METHODS), help="comma-separated methods to run")
     p.add_argument("--ablation-count", type=int, default=ablation_count, help="images of the ablation subset")
     p.add_argument("--ablation-lambdas", default="0.005,0.02", help="model lambdas of the ablation subset")
@@ -83,7 +84,9 @@ def zoo_models(names: Optional[str]) -> List[Dict]:
         if missing:
             sys.exit(f"not in the zoo: {', '.join(missing)} (have: {', '.join(models) or 'none'})")
         return [models[n] for n in wanted]
-    return sorted(models.values(), key=lambda m: (m["config"]["kind"] != "hyperprior", m["config"]["lmbda"]))
+    # the curves: the zoo's series (<kind>-mse-<lambda>); experiments such as bitsback-wide-mse-0.01 only by name
+    series = [m for name, m in models.items() if re.fullmatch(r"(hyperprior|bitsback)-mse-[0-9.]+", name)]
+    return sorted(series, key=lambda m: (m["config"]["kind"] != "hyperprior", m["config"]["lmbda"]))
 
 
 def stages(models: List[Dict], paths: Sequence[str], args) -> List[tuple]:
