@@ -145,4 +145,7 @@ def report(args, candidates: List[Candidate]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run saved a checkpoint; rerunning resumes it
+        sys.exit("interrupted: progress is saved, run the same command again to resume")

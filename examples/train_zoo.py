@@ -141,4 +141,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run saved a checkpoint; rerunning resumes it
+        sys.exit("interrupted: progress is saved, run the same command again to resume")
