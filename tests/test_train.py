@@ -179,13 +179,13 @@ class TransferWeightsTest(helpers.TestCase):
         self.assertAllEqual(d_kernel[..., :8], s_kernel)
         self.assertAllEqual(d_kernel[..., 8:], np.zeros_like(s_kernel))
         self.assertAllEqual(d_bias[:8], s_bias)
-        self.assertAllEqual(d_bias[8:], np.full(8, -4.0))
-        # behaviour: q's mean is the base model's z, with variance e^-4
+        self.assertAllClose(d_bias[8:], np.full(8, np.log(1.0 / 12.0)))
+        # behaviour: q's mean is the base model's z, with the variance of uniform noise of width 1 (1/12)
         x = helpers.kodak_crop(64, 128)[None].astype(np.float32)
         _, z_source = source.encode_latents(x)
         mean, log_var = target.q_params(target.analysis_transform(x))
         self.assertAllClose(mean, z_source)
-        self.assertAllClose(log_var, np.full(log_var.shape, -4.0))
+        self.assertAllClose(log_var, np.full(log_var.shape, np.log(1.0 / 12.0)))
 
     def test_incompatible_architectures(self):
         source = helpers.tiny_model("hyperprior", seed=2)
@@ -220,7 +220,7 @@ class InitFromTest(helpers.TestCase):
         for s, d in zip(source.analysis_transform.weights, model.analysis_transform.weights):
             self.assertAllLessEqual(np.abs(s.numpy() - d.numpy()), bound)
         d_bias = model.hyper_analysis_transform.layers[-1].get_weights()[1]
-        self.assertAllLessEqual(np.abs(d_bias[8:] + 4.0), bound)
+        self.assertAllLessEqual(np.abs(d_bias[8:] - np.log(1.0 / 12.0)), bound)
         out = model(helpers.kodak_crop(64, 64)[None].astype(np.float32), training=True)
         self.assertTrue(np.isfinite(out["loss"].numpy()))
         self.assertIn("z_net_bpp", out)
