@@ -79,17 +79,26 @@ def main() -> int:
             print(f"{c.label:22s} {state}")
         return 0
     if not args.report_only:
+        from tfc_inference.errors import TrainingDivergedError
         from tfc_inference.train import TrainOptions, train
         for c in candidates:
+            if _diverged(args, c):
+                print(f"== {c.label}: diverged earlier, skipped", flush=True)
+                continue
             print(f"== {c.label}: {args.cpu_hours:g} CPU-hours", flush=True)
-            train(TrainOptions(name=f"arch-{c.label}", data=args.data, steps=10_000_000, lmbda=LAMBDA,
-                               batch_size=c.batch_size, crop=c.crop,
-                               learning_rate=c.learning_rate or args.learning_rate,
-                               lr_drop_fraction=0.0, work_dir=args.work_dir,
-                               output=os.path.join(args.work_dir, "arch_export"), resume=True,
-                               precision="mixed_bfloat16", eval_dir=args.kodak, eval_images=args.eval_images,
-                               eval_every=args.eval_every, max_cpu_hours=args.cpu_hours, progress=False,
-                               log_every=100, save_every=180.0, **c.arch()))
+            try:
+                train(TrainOptions(name=f"arch-{c.label}", data=args.data, steps=10_000_000, lmbda=LAMBDA,
+                                   batch_size=c.batch_size, crop=c.crop,
+                                   learning_rate=c.learning_rate or args.learning_rate,
+                                   lr_drop_fraction=0.0, work_dir=args.work_dir,
+                                   output=os.path.join(args.work_dir, "arch_export"), resume=True,
+                                   precision="mixed_bfloat16", eval_dir=args.kodak, eval_images=args.eval_images,
+                                   eval_every=args.eval_every, max_cpu_hours=args.cpu_hours, progress=False,
+                                   log_every=100, save_every=180.0, **c.arch()))
+            except TrainingDivergedError as e:  # a finding of the study (too large a step), not a failure of it
+                print(f"== {c.label}: {e}", flush=True)
+                with open(Path(args.work_dir) / f"arch-{c.label}" / "diverged.json", "w") as f:
+                    json.dump({"step": e.step, "message": str(e)}, f)
     report(args, candidates)
     return 0
 
@@ -97,6 +106,11 @@ def main() -> int:
 def _curve(args, c: Candidate) -> List[dict]:
     from tfc_inference.train import read_eval_curve
     return read_eval_curve(Path(args.work_dir) / f"arch-{c.label}" / "eval_curve.jsonl")
+
+
+def _diverged(args, c: Candidate) -> Optional[dict]:
+    path = Path(args.work_dir) / f"arch-{c.label}" / "diverged.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def report(args, candidates: List[Candidate]) -> None:
@@ -131,11 +145,19 @@ def report(args, candidates: List[Candidate]) -> None:
              f"Machine: {machine_description()}. Loss = mean bpp + lambda * MSE, MSE taken from the mean PSNR.",
              f"Regenerate: `python examples/architecture_study.py --cpu-hours {args.cpu_hours:g} --report-only`.", "",
              "| rank | candidate | steps | CPU-h | CPU-s/step | bpp | PSNR dB | loss |", "|---|---|---|---|---|---|---|---|"]
+    rows = [r for r in rows if not _diverged(args, r[1])] + [r for r in rows if _diverged(args, r[1])]
     for i, (loss, c, last, sec) in enumerate(rows, 1):
+        if _diverged(args, c):  # its last good point, then the divergence below
+            lines.append(f"| - | {c.label} (before diverging) | {last['step']} | {last['cpu_hours']:.2f} | {sec:.2f} "
+                         f"| {last['bpp']:.4f} | {last['psnr']:.2f} | {loss:.4f} |")
+            continue
         lines.append(f"| {i} | {c.label} | {last['step']} | {last['cpu_hours']:.2f} | {sec:.2f} | {last['bpp']:.4f} "
                      f"| {last['psnr']:.2f} | {loss:.4f} |")
-    unfinished = [c.label for c in candidates if c not in [r[1] for r in rows]
-                  or _curve(args, c)[-1]["cpu_hours"] < 0.99 * args.cpu_hours]
+    diverged = {c.label: _diverged(args, c) for c in candidates if _diverged(args, c)}
+    for label, d in diverged.items():
+        lines.append(f"| - | {label} | diverged (NaN loss) at step {d['step']} | | | | | |")
+    unfinished = [c.label for c in candidates if c.label not in diverged and (
+        c not in [r[1] for r in rows] or _curve(args, c)[-1]["cpu_hours"] < 0.99 * args.cpu_hours)]
     if unfinished:
         lines += ["", f"Not at the budget yet: {', '.join(unfinished)}."]
     lines += ["", "![loss vs CPU-hours](loss_vs_cpu_hours.png)", ""]

@@ -81,3 +81,14 @@ class ModelMismatchError(ModelError, BitstreamError):
 
 class TrainingError(TFCInferenceError):
     """Training cannot start (no images, bad options, incompatible checkpoint)."""
+
+
+class TrainingDivergedError(TrainingError):
+    """The training loss became non-finite (NaN or inf), or a checkpoint holds non-finite weights.
+
+    The weights of the failing step are never saved, so the run's last checkpoint is the last good state.
+    """
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step

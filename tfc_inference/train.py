@@ -22,7 +22,9 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from tfc_inference.errors import TrainingError
+import math
+
+from tfc_inference.errors import TrainingDivergedError, TrainingError
 
 #: Log-variance q(z|y) starts with when a bits-back model is initialized from a hyperprior: log(1/12), the variance
 #: of the uniform noise U(-1/2, 1/2) on z that the hyperprior's h_s was trained with, so h_s sees perturbations of
@@ -209,6 +211,11 @@ def train(opts: TrainOptions) -> Path:
         except (ValueError, AssertionError, tf.errors.OpError) as e:
             raise TrainingError(f"checkpoint in {ckpt_dir} does not match the options (architecture "
                                 f"changed?): {str(e).splitlines()[0]}") from None
+        bad = [v.name for v in model.variables if not np.all(np.isfinite(v.numpy()))]
+        if bad:
+            raise TrainingDivergedError(f"checkpoint in {ckpt_dir} (step {int(step.numpy())}) holds non-finite "
+                                        f"weights ({bad[0]}, {len(bad)} variables in all); the run diverged",
+                                        int(step.numpy()))
         print(f"resumed {work} at step {int(step.numpy())}")
     elif opts.init_from:
         source = zoo.load_model(opts.init_from, prepare_coders=False)
@@ -266,9 +273,16 @@ def train(opts: TrainOptions) -> Path:
     if opts.max_cpu_hours > 0 and cpu_base >= 3600.0 * opts.max_cpu_hours:
         print(f"CPU budget of {opts.max_cpu_hours:g} h already used at step {start}", flush=True)
         start = opts.steps  # nothing left to train: export as is
+    diverged = False
     try:
         for batch in sampler.dataset(start, opts.steps):
             terms = train_step(batch)
+            loss = float(terms["loss"])
+            if not math.isfinite(loss):  # these weights are lost; the last checkpoint is the last good state
+                diverged = True
+                raise TrainingDivergedError(
+                    f"training diverged: loss {loss} at step {int(step.numpy()) + 1}; the last checkpoint "
+                    f"(in {ckpt_dir}) is kept; try a lower --learning-rate", int(step.numpy()) + 1)
             step.assign_add(1)
             s = int(step.numpy())
             for k, v in terms.items():
@@ -296,7 +310,7 @@ def train(opts: TrainOptions) -> Path:
                 last_save = time.time()
     finally:
         bar.close()
-        if int(step.numpy()) > start:
+        if int(step.numpy()) > start and not diverged:
             save()
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
