@@ -6,6 +6,7 @@ import math
 import os
 import re
 import unittest
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -13,7 +14,7 @@ from PIL import Image
 
 from tests import helpers
 from tfc_inference import train, zoo
-from tfc_inference.errors import TrainingError
+from tfc_inference.errors import TrainingDivergedError, TrainingError
 
 LOG_LINE = re.compile(r"^step (\d+) loss (\S+) bpp (\S+) psnr (\S+)$", re.M)
 
@@ -306,6 +307,37 @@ class EvaluateTest(helpers.TestCase):
         decoded = [codec.decompress(f.data, model) for f in files]
         self.assertAllClose(result["psnr"], np.mean([helpers.psnr(d, img) for d, img in zip(decoded, images)]))
         self.assertAllClose(result["estimated_bpp"], np.mean([f.estimated_bpp for f in files]))
+
+
+class DivergenceTest(helpers.TestCase):
+    """A non-finite loss stops the run without saving its weights; a checkpoint with NaN weights is refused."""
+
+    def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(self):
+        root, data = helpers.fresh_dir("diverge"), _data_dir()
+        _run(_options(root, data, "run", 2, lr_drop_fraction=0.0))
+        ckpt_dir = os.path.join(root, "runs", "run", "ckpt")
+        self.assertEqual(_ckpt_numbers(ckpt_dir), [1, 2])
+        # Adam moves every weight by about the learning rate: 1e30 overflows float32 within a few steps
+        with self.assertRaises(TrainingDivergedError) as caught:
+            _run(_options(root, data, "run", 10, resume=True, learning_rate=1e30, lr_drop_fraction=0.0))
+        self.assertGreater(caught.exception.step, 2)
+        self.assertLessEqual(caught.exception.step, 10)
+        saved = _ckpt_numbers(ckpt_dir)
+        self.assertLess(max(saved), caught.exception.step)  # the failing step's weights were not saved
+        reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(ckpt_dir))
+        values = [reader.get_tensor(k) for k in reader.get_variable_to_shape_map()]
+        values = [v for v in values if isinstance(v, np.ndarray) and v.dtype.kind == "f"]
+        self.assertGreater(len(values), 10)
+        self.assertTrue(all(np.all(np.isfinite(v)) for v in values))
+
+    def test_checkpoint_with_nan_weights_is_refused(self):
+        root, data = helpers.fresh_dir("nan_ckpt"), _data_dir()
+        with mock.patch.object(train.math, "isfinite", return_value=True):  # let the NaN weights be saved
+            _run(_options(root, data, "run", 6, learning_rate=1e30, lr_drop_fraction=0.0))
+        with self.assertRaises(TrainingDivergedError) as caught:
+            train.train(_options(root, data, "run", 8, resume=True, lr_drop_fraction=0.0))
+        self.assertEqual(caught.exception.step, 6)
+        self.assertIn("non-finite", str(caught.exception))
 
 
 class OptionsTest(helpers.TestCase):

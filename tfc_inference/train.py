@@ -278,11 +278,12 @@ def train(opts: TrainOptions) -> Path:
         for batch in sampler.dataset(start, opts.steps):
             terms = train_step(batch)
             loss = float(terms["loss"])
-            if not math.isfinite(loss):  # these weights are lost; the last checkpoint is the last good state
+            if not math.isfinite(loss):  # nothing after the last checkpoint is saved; the one before it is kept too
                 diverged = True
                 raise TrainingDivergedError(
-                    f"training diverged: loss {loss} at step {int(step.numpy()) + 1}; the last checkpoint "
-                    f"(in {ckpt_dir}) is kept; try a lower --learning-rate", int(step.numpy()) + 1)
+                    f"training diverged: loss {loss} at step {int(step.numpy()) + 1}; nothing after the last "
+                    f"checkpoint in {ckpt_dir} was saved; resume with a lower --learning-rate",
+                    int(step.numpy()) + 1)
             step.assign_add(1)
             s = int(step.numpy())
             for k, v in terms.items():
