@@ -10,6 +10,7 @@ Phases raise the step counts of the same models (later phases resume the runs of
 
     python examples/train_zoo.py --data ../shared/data/train --phase 1     # quick zoo, ~1.5 h on 2 cores
     python examples/train_zoo.py --data ../shared/data/train --phase 2     # longer training, many CPU-hours
+    python examples/train_zoo.py --phase 2 --chunk-steps 8000              # the same in chunks that export
     python examples/train_zoo.py --list                                    # what is done and what remains
     python examples/train_zoo.py --paper-config                            # the paper's GPU-scale settings
 
@@ -75,6 +76,17 @@ def exported_steps(name: str, checkpoints: Path) -> int:
         return 0
 
 
+def _run_step(run: Path) -> int:
+    """The step of a run's newest training checkpoint (0 if none)."""
+    import re
+    try:
+        text = (run / "ckpt" / "checkpoint").read_text()
+    except OSError:
+        return 0
+    m = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', text)
+    return int(m.group(1)) if m else 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", nargs="+", default=[str(REPO.parent / "shared/data/train/wikipedia_photos"),
@@ -89,6 +101,9 @@ def main() -> int:
                    help="training precision (phase 1 ran in float32; bfloat16 convolutions step ~1.3-1.5x faster)")
     p.add_argument("--eval-every", type=int, default=2000,
                    help="steps between Kodak evaluations (the PSNR-vs-steps curves, runs/<name>/eval_curve.jsonl)")
+    p.add_argument("--chunk-steps", type=int, default=0, metavar="N",
+                   help="train each stage at most N steps per invocation and export at the chunk's end (the "
+                        "schedule stays laid out for the phase's step count); commit the exported weights, rerun")
     p.add_argument("--list", action="store_true", help="print the plan and its state, train nothing")
     p.add_argument("--paper-config", action="store_true", help="print the paper's GPU-scale training settings")
     args = p.parse_args()
@@ -129,12 +144,15 @@ def main() -> int:
         elif init_from and exported_steps(init_from, checkpoints) == 0:
             print(f"skipping {stage.name}: {init_from} is not trained yet", file=sys.stderr)
             continue
-        print(f"== {stage.name}: training to step {target}"
+        run_step = _run_step(Path(args.work_dir) / stage.name) or done
+        stop_at = min(target, run_step + args.chunk_steps) if args.chunk_steps else 0
+        print(f"== {stage.name}: training to step {target}" + (f", this chunk to {stop_at}" if stop_at else "")
               + (f" (continuing the exported weights at step {done})" if initial_step else ""), flush=True)
         train(TrainOptions(name=stage.name, data=args.data, steps=target, lmbda=stage.lmbda, kind=stage.kind,
                            batch_size=stage.batch_size, crop=stage.crop, learning_rate=stage.learning_rate,
                            work_dir=args.work_dir, output=str(checkpoints), resume=True,
-                           init_from=init_from, initial_step=initial_step, precision=args.precision,
+                           init_from=init_from, initial_step=initial_step, stop_at=stop_at,
+                           precision=args.precision,
                            eval_dir=args.kodak, eval_images=24, eval_every=args.eval_every, progress=False,
                            log_every=500, save_every=180.0, **ARCH))
     return 0

@@ -59,12 +59,14 @@ class ResumeTest(helpers.TestCase):
         super().setUpClass()
         cls.root = helpers.fresh_dir("train")
         cls.data = _data_dir()
-        # lr_drop_fraction=0: the learning-rate drop is placed relative to --steps, so with a drop a 4-step run
-        # and an 8-step run differ by design in steps 1-4; without it they must agree exactly.
-        kw = dict(lr_drop_fraction=0.0, seed=3)
-        cls.first_path, cls.first_log = _run(_options(cls.root, cls.data, "resumed", 4, **kw))
+        # The learning-rate drop (at step 6 of 8) is laid out for --steps; --stop-at ends the first chunk at step 4
+        # without moving it, so the chunked run and the straight one must agree exactly.
+        kw = dict(lr_drop_fraction=0.25, seed=3)
+        cls.first_path, cls.first_log = _run(_options(cls.root, cls.data, "resumed", 8, stop_at=4, **kw))
         cls.ckpts_after_first = _ckpt_numbers(os.path.join(cls.root, "runs", "resumed", "ckpt"))
         cls.first_weights = _exported_weights(cls.first_path)
+        with open(os.path.join(cls.first_path, "config.json")) as f:
+            cls.first_steps = json.load(f)["training"]["steps"]  # before the resumed run re-exports
         cls.resumed_path, cls.resumed_log = _run(_options(cls.root, cls.data, "resumed", 8, resume=True, **kw))
         cls.straight_path, cls.straight_log = _run(_options(cls.root, cls.data, "straight", 8, **kw))
 
@@ -110,6 +112,11 @@ class ResumeTest(helpers.TestCase):
         # Adam moves each weight by about the learning rate per step: 4 steps of 1e-3
         for a, b in zip(self.first_weights, resumed):
             self.assertAllLessEqual(np.abs(a - b), 4 * 1e-3 * 1.5)
+
+    def test_first_chunk_exported_at_its_end(self):
+        self.assertEqual(self.first_steps, 4)
+        with self.assertRaises(TrainingError):
+            train.train(_options(self.root, self.data, "bad", 6, stop_at=-1))
 
     def test_rerun_without_resume_raises(self):
         with self.assertRaises(TrainingError):

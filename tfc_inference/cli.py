@@ -654,6 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-cpu-hours", type=float, default=defaults["max_cpu_hours"], metavar="H",
                    help="stop and export once the run has used H CPU-hours (all threads, over resumes; 0: no "
                         "limit) — for comparisons at equal budget")
+    p.add_argument("--stop-at", type=int, default=defaults["stop_at"], metavar="N",
+                   help="stop and export at step N although the learning-rate schedule is laid out for --steps "
+                        "(0: at --steps); a later run with --resume continues (chunks of a long run)")
     p.add_argument("--initial-step", type=int, default=defaults["initial_step"], metavar="N",
                    help="with --init-from: the weights already have N steps (continue an exported model whose "
                         "run folder is gone; fresh optimizer state)")

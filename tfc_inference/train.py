@@ -71,6 +71,9 @@ class TrainOptions:
     #: stop (checkpoint and export) once the run's CPU time (all threads, summed over resumes) reaches this many
     #: hours, even before ``steps`` (0: no limit); for equal-budget comparisons
     max_cpu_hours: float = 0.0
+    #: stop (checkpoint and export) at this step although the schedule (learning-rate drop) is laid out for
+    #: ``steps`` (0: at ``steps``): cuts a long run into chunks that each end with exported weights
+    stop_at: int = 0
     progress: bool = True
 
 
@@ -234,6 +237,9 @@ def train(opts: TrainOptions) -> Path:
     with open(work / "run.json", "w") as f:
         json.dump(run_info, f, indent=2, default=str)
 
+    if opts.stop_at < 0:
+        raise TrainingError(f"--stop-at must be positive, got {opts.stop_at}")
+    end = min(opts.stop_at, opts.steps) if opts.stop_at else opts.steps  # this invocation's last step
     variables = model.trainable_variables
     optimizer.build(variables)  # create Adam's slots now, so train_step is traced once
 
@@ -253,7 +259,7 @@ def train(opts: TrainOptions) -> Path:
     t_cpu0 = time.process_time()
     cpu_base = float(cpu_seconds.numpy())
     running: Dict[str, float] = {}
-    bar = tqdm(total=opts.steps, initial=start, desc=opts.name, unit="step", disable=not opts.progress,
+    bar = tqdm(total=end, initial=start, desc=opts.name, unit="step", disable=not opts.progress,
                dynamic_ncols=True, smoothing=0.05)
 
     def save():
@@ -268,14 +274,14 @@ def train(opts: TrainOptions) -> Path:
         previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
 
     curve = EvalCurve(work / "eval_curve.jsonl", config, opts) if opts.eval_dir and opts.eval_every else None
-    if curve is not None and start < opts.steps and start not in {p["step"] for p in read_eval_curve(curve.path)}:
+    if curve is not None and start < end and start not in {p["step"] for p in read_eval_curve(curve.path)}:
         curve.add(model, start, cpu_base)
     if opts.max_cpu_hours > 0 and cpu_base >= 3600.0 * opts.max_cpu_hours:
         print(f"CPU budget of {opts.max_cpu_hours:g} h already used at step {start}", flush=True)
-        start = opts.steps  # nothing left to train: export as is
+        start = end  # nothing left to train: export as is
     diverged = False
     try:
-        for batch in sampler.dataset(start, opts.steps):
+        for batch in sampler.dataset(start, end):
             terms = train_step(batch)
             loss = float(terms["loss"])
             if not math.isfinite(loss):  # nothing after the last checkpoint is saved; the one before it is kept too
@@ -289,7 +295,7 @@ def train(opts: TrainOptions) -> Path:
             for k, v in terms.items():
                 running[k] = running.get(k, float(v)) * 0.98 + 0.02 * float(v)
             bar.update(1)
-            if s % opts.log_every == 0 or s == opts.steps:
+            if s % opts.log_every == 0 or s == end:
                 bar.set_postfix(loss=f"{running['loss']:.3f}", bpp=f"{running['bpp']:.3f}",
                                 psnr=f"{running['psnr']:.2f}")
                 with writer.as_default(step=s):
@@ -301,7 +307,7 @@ def train(opts: TrainOptions) -> Path:
                           flush=True)
             used = cpu_base + time.process_time() - t_cpu0
             out_of_budget = opts.max_cpu_hours > 0 and used >= 3600.0 * opts.max_cpu_hours
-            if curve is not None and (s % opts.eval_every == 0 or s == opts.steps or out_of_budget):
+            if curve is not None and (s % opts.eval_every == 0 or s == end or out_of_budget):
                 curve.add(model, s, used)
             if out_of_budget:
                 print(f"CPU budget of {opts.max_cpu_hours:g} h reached at step {s}", flush=True)
