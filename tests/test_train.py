@@ -316,6 +316,19 @@ class EvaluateTest(helpers.TestCase):
         self.assertAllClose(result["estimated_bpp"], np.mean([f.estimated_bpp for f in files]))
 
 
+class EvalCurveReadTest(helpers.TestCase):
+
+    def test_points_of_lost_progress_are_dropped(self):
+        path = os.path.join(helpers.fresh_dir("curve"), "eval_curve.jsonl")
+        with open(path, "w") as f:  # killed after the point at 1500, resumed from the checkpoint of step 1200
+            for step, psnr in [(0, 7.0), (500, 19.0), (1000, 21.0), (1500, 22.0), (1200, 21.5), (1500, 22.5)]:
+                f.write(json.dumps(dict(step=step, psnr=psnr)) + "\n")
+            f.write('{"step": 2000, "ps')  # torn last line
+        curve = train.read_eval_curve(path)
+        self.assertEqual([(p["step"], p["psnr"]) for p in curve],
+                         [(0, 7.0), (500, 19.0), (1000, 21.0), (1200, 21.5), (1500, 22.5)])
+
+
 class DivergenceTest(helpers.TestCase):
     """A non-finite loss stops the run without saving its weights; a checkpoint with NaN weights is refused."""
 

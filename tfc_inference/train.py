@@ -145,7 +145,9 @@ class EvalCurve:
 
 def read_eval_curve(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
     """The points of an ``eval_curve.jsonl`` by step (a torn last line is skipped; a step repeated after a
-    resume keeps its last point)."""
+    resume keeps its last point). A point at step s written after points beyond s means the run resumed from an
+    earlier checkpoint than those points' weights (a kill between checkpoints): they are dropped, as that
+    progress was lost."""
     points: Dict[int, Dict[str, Any]] = {}
     if os.path.exists(path):
         with open(path) as f:
@@ -154,7 +156,10 @@ def read_eval_curve(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
                     point = json.loads(line)
                 except ValueError:
                     continue
-                points[int(point["step"])] = point
+                step = int(point["step"])
+                for lost in [k for k in points if k > step]:
+                    del points[lost]
+                points[step] = point
     return [points[k] for k in sorted(points)]
 
 
@@ -274,7 +279,9 @@ def train(opts: TrainOptions) -> Path:
         previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
 
     curve = EvalCurve(work / "eval_curve.jsonl", config, opts) if opts.eval_dir and opts.eval_every else None
-    if curve is not None and start < end and start not in {p["step"] for p in read_eval_curve(curve.path)}:
+    known = {p["step"] for p in read_eval_curve(curve.path)} if curve is not None else set()
+    # a point at the start also marks any later points (of progress lost since the checkpoint) as stale
+    if curve is not None and start < end and (start not in known or any(k > start for k in known)):
         curve.add(model, start, cpu_base)
     if opts.max_cpu_hours > 0 and cpu_base >= 3600.0 * opts.max_cpu_hours:
         print(f"CPU budget of {opts.max_cpu_hours:g} h already used at step {start}", flush=True)
