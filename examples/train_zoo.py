@@ -10,12 +10,14 @@ Phases raise the step counts of the same models (later phases resume the runs of
 
     python examples/train_zoo.py --data ../shared/data/train --phase 1     # quick zoo, ~1.5 h on 2 cores
     python examples/train_zoo.py --data ../shared/data/train --phase 2     # longer training, many CPU-hours
-    python examples/train_zoo.py --phase 2 --chunk-steps 8000              # the same in chunks that export
+    python examples/train_zoo.py --phase 2 --chunk-steps 10000 --repeat    # the same in chunks that export
     python examples/train_zoo.py --list                                    # what is done and what remains
     python examples/train_zoo.py --paper-config                            # the paper's GPU-scale settings
 
 Base hyperpriors other than lambda 0.01 start from ``hyperprior-mse-0.01`` (``--init-from``); each bits-back model
-starts from the base model of its lambda.
+starts from the base model of its lambda. Phase 2 trains ``hyperprior-mse-0.01`` on (16k -> 60k steps) and then
+starts every other model anew from its phase-2 source (runs in ``<work-dir>/phase2/``); a stage waits until its
+source has finished the phase.
 """
 import argparse
 import dataclasses
@@ -44,9 +46,16 @@ class Stage:
     init_from: Optional[str] = None
     batch_size: int = 4
     crop: int = 256
+    #: from this phase on, the stage is a new run from ``init_from`` (in ``<work-dir>/phase<N>/``) instead of a
+    #: continuation of the earlier phase's run
+    restart_phase: Optional[int] = None
 
     def steps_for(self, phase: int) -> int:
         return max(s for p, s in self.steps.items() if p <= phase)
+
+    def work_dir(self, root: str, phase: int) -> Path:
+        restarted = self.restart_phase is not None and phase >= self.restart_phase
+        return Path(root) / f"phase{self.restart_phase}" if restarted else Path(root)
 
 
 def _name(kind: str, lmbda: float) -> str:
@@ -59,21 +68,37 @@ def plan() -> List[Stage]:
     stages = [Stage(base, "hyperprior", BASE_LAMBDA, {1: 16_000, 2: 60_000}, 2e-4)]
     for lmbda in LAMBDAS:
         if lmbda != BASE_LAMBDA:
-            stages.append(Stage(_name("hyperprior", lmbda), "hyperprior", lmbda, {1: 3_000, 2: 20_000}, 2e-4,
-                                init_from=base))
+            stages.append(Stage(_name("hyperprior", lmbda), "hyperprior", lmbda, {1: 3_000, 2: 8_000}, 2e-4,
+                                init_from=base, restart_phase=2))
+    # Phase 2 starts every model but the base anew from its phase-2 source (the other lambdas from the base at
+    # 60k steps, each bits-back model from the hyperprior of its lambda with q(z|y) at variance 1/12) instead of
+    # continuing phase 1's runs: fine-tuning a well-trained base converges in a few thousand steps, and each
+    # bits-back model pairs with the final Base Hyperprior of its lambda.
     for lmbda in LAMBDAS:
         stages.append(Stage(_name("bitsback", lmbda), "bitsback", lmbda, {1: 2_000 if lmbda != BASE_LAMBDA
-                                                                          else 3_000, 2: 10_000}, 1e-4,
-                            init_from=_name("hyperprior", lmbda)))
+                                                                          else 3_000, 2: 8_000}, 1e-4,
+                            init_from=_name("hyperprior", lmbda), restart_phase=2))
     return stages
 
 
-def exported_steps(name: str, checkpoints: Path) -> int:
+def exported_steps(name: str, checkpoints: Path, run: Optional[Path] = None) -> int:
+    """Steps of the exported model; with ``run``, 0 unless the export came from that run folder."""
     try:
         with open(checkpoints / name / "config.json") as f:
-            return int(json.load(f).get("training", {}).get("steps", 0))
+            training = json.load(f).get("training", {})
     except (OSError, ValueError):
         return 0
+    if run is not None and Path(training.get("run", "")).resolve() != run.resolve():
+        return 0
+    return int(training.get("steps", 0))
+
+
+def stage_done(stage: Stage, phase: int, args) -> int:
+    """Steps the exported ``stage`` model already has towards ``phase`` (0 when the phase restarts the stage
+    and its export is still the earlier run's)."""
+    restarted = stage.restart_phase is not None and phase >= stage.restart_phase
+    run = stage.work_dir(args.work_dir, phase) / stage.name if restarted else None
+    return exported_steps(stage.name, Path(args.checkpoints), run)
 
 
 def _run_step(run: Path) -> int:
@@ -85,6 +110,43 @@ def _run_step(run: Path) -> int:
         return 0
     m = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', text)
     return int(m.group(1)) if m else 0
+
+
+def run_pass(stages: List[Stage], args, checkpoints: Path) -> int:
+    """One chunk (or the rest) of every stage that can train now; returns how many stages trained."""
+    from tfc_inference.train import TrainOptions, train
+    trained = 0
+    for stage in stages:
+        target = stage.steps_for(args.phase)
+        done = stage_done(stage, args.phase, args)
+        if done >= target:
+            continue
+        work_dir = stage.work_dir(args.work_dir, args.phase)
+        init_from, initial_step = stage.init_from, 0
+        if done and not (work_dir / stage.name / "ckpt" / "checkpoint").exists():
+            # exported earlier, run state gone (e.g. trained on another machine): continue the exported weights
+            init_from, initial_step = str(checkpoints / stage.name), done
+        elif init_from and exported_steps(init_from, checkpoints) == 0:
+            print(f"skipping {stage.name}: {init_from} is not trained yet", file=sys.stderr)
+            continue
+        elif init_from and stage.restart_phase and args.phase >= stage.restart_phase and not done:
+            source = next((s for s in plan() if s.name == init_from), None)
+            if source is not None and stage_done(source, args.phase, args) < source.steps_for(args.phase):
+                print(f"skipping {stage.name}: {init_from} has not finished phase {args.phase} yet", file=sys.stderr)
+                continue
+        run_step = _run_step(work_dir / stage.name) or done
+        stop_at = min(target, run_step + args.chunk_steps) if args.chunk_steps else 0
+        print(f"== {stage.name}: training to step {target}" + (f", this chunk to {stop_at}" if stop_at else "")
+              + (f" (continuing the exported weights at step {done})" if initial_step else ""), flush=True)
+        trained += 1
+        train(TrainOptions(name=stage.name, data=args.data, steps=target, lmbda=stage.lmbda, kind=stage.kind,
+                           batch_size=stage.batch_size, crop=stage.crop, learning_rate=stage.learning_rate,
+                           work_dir=str(work_dir), output=str(checkpoints), resume=True,
+                           init_from=init_from, initial_step=initial_step, stop_at=stop_at,
+                           precision=args.precision,
+                           eval_dir=args.kodak, eval_images=24, eval_every=args.eval_every, progress=False,
+                           log_every=500, save_every=180.0, **ARCH))
+    return trained
 
 
 def main() -> int:
@@ -104,6 +166,8 @@ def main() -> int:
     p.add_argument("--chunk-steps", type=int, default=0, metavar="N",
                    help="train each stage at most N steps per invocation and export at the chunk's end (the "
                         "schedule stays laid out for the phase's step count); commit the exported weights, rerun")
+    p.add_argument("--repeat", action="store_true",
+                   help="with --chunk-steps: keep making passes over the plan until nothing is left to train")
     p.add_argument("--list", action="store_true", help="print the plan and its state, train nothing")
     p.add_argument("--paper-config", action="store_true", help="print the paper's GPU-scale training settings")
     args = p.parse_args()
@@ -117,8 +181,6 @@ def main() -> int:
               "  bits-back: the same with --kind bitsback --init-from hyperprior-mse-<lambda>")
         return 0
 
-    from tfc_inference.train import TrainOptions, train
-
     checkpoints = Path(args.checkpoints)
     os.environ["TFC_INFERENCE_CHECKPOINTS"] = str(checkpoints)  # --init-from names resolve here first
     stages = plan()
@@ -127,34 +189,13 @@ def main() -> int:
         stages = [s for s in stages if s.name in wanted]
     for stage in stages:
         target = stage.steps_for(args.phase)
-        done = exported_steps(stage.name, checkpoints)
+        done = stage_done(stage, args.phase, args)
         state = "done" if done >= target else f"exported at {done}" if done else "to do"
         print(f"{stage.name:24s} {stage.kind:10s} lambda {stage.lmbda:<7g} steps {target:>7d}  {state}")
     if args.list:
         return 0
-    for stage in stages:
-        target = stage.steps_for(args.phase)
-        done = exported_steps(stage.name, checkpoints)
-        if done >= target:
-            continue
-        init_from, initial_step = stage.init_from, 0
-        if done and not (Path(args.work_dir) / stage.name / "ckpt" / "checkpoint").exists():
-            # exported earlier, run state gone (e.g. trained on another machine): continue the exported weights
-            init_from, initial_step = str(checkpoints / stage.name), done
-        elif init_from and exported_steps(init_from, checkpoints) == 0:
-            print(f"skipping {stage.name}: {init_from} is not trained yet", file=sys.stderr)
-            continue
-        run_step = _run_step(Path(args.work_dir) / stage.name) or done
-        stop_at = min(target, run_step + args.chunk_steps) if args.chunk_steps else 0
-        print(f"== {stage.name}: training to step {target}" + (f", this chunk to {stop_at}" if stop_at else "")
-              + (f" (continuing the exported weights at step {done})" if initial_step else ""), flush=True)
-        train(TrainOptions(name=stage.name, data=args.data, steps=target, lmbda=stage.lmbda, kind=stage.kind,
-                           batch_size=stage.batch_size, crop=stage.crop, learning_rate=stage.learning_rate,
-                           work_dir=args.work_dir, output=str(checkpoints), resume=True,
-                           init_from=init_from, initial_step=initial_step, stop_at=stop_at,
-                           precision=args.precision,
-                           eval_dir=args.kodak, eval_images=24, eval_every=args.eval_every, progress=False,
-                           log_every=500, save_every=180.0, **ARCH))
+    while run_pass(stages, args, checkpoints) and args.repeat:
+        pass
     return 0
 
 

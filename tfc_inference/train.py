@@ -351,6 +351,7 @@ def train(opts: TrainOptions) -> Path:
         training["max_cpu_hours"] = opts.max_cpu_hours
     training["data"] = [str(d) for d in opts.data]
     training["cpu_hours"] = round(float(cpu_seconds.numpy()) / 3600.0, 3)
+    training["run"] = str(work)  # which run (folder) these weights came from
     out = zoo.save_checkpoint(model, Path(opts.output) / opts.name, training=training, evaluation=evaluation)
     print(f"exported {out}")
     return out
