@@ -25,7 +25,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -44,14 +44,18 @@ class Stage:
     steps: Dict[int, int]          # phase -> total steps reached at the end of that phase
     learning_rate: float
     init_from: Optional[str] = None
-    batch_size: int = 4
-    crop: int = 256
+    #: phase -> (batch size, crop); phase 2 uses 8 x 128 px, which the architecture study found best per CPU-hour
+    #: (examples/results/architecture_study/)
+    batches: Dict[int, Tuple[int, int]] = dataclasses.field(default_factory=lambda: {1: (4, 256), 2: (8, 128)})
     #: from this phase on, the stage is a new run from ``init_from`` (in ``<work-dir>/phase<N>/``) instead of a
     #: continuation of the earlier phase's run
     restart_phase: Optional[int] = None
 
     def steps_for(self, phase: int) -> int:
         return max(s for p, s in self.steps.items() if p <= phase)
+
+    def batch_for(self, phase: int) -> Tuple[int, int]:
+        return self.batches[max(p for p in self.batches if p <= phase)]
 
     def work_dir(self, root: str, phase: int) -> Path:
         restarted = self.restart_phase is not None and phase >= self.restart_phase
@@ -68,7 +72,7 @@ def plan() -> List[Stage]:
     stages = [Stage(base, "hyperprior", BASE_LAMBDA, {1: 16_000, 2: 60_000}, 2e-4)]
     for lmbda in LAMBDAS:
         if lmbda != BASE_LAMBDA:
-            stages.append(Stage(_name("hyperprior", lmbda), "hyperprior", lmbda, {1: 3_000, 2: 8_000}, 2e-4,
+            stages.append(Stage(_name("hyperprior", lmbda), "hyperprior", lmbda, {1: 3_000, 2: 10_000}, 2e-4,
                                 init_from=base, restart_phase=2))
     # Phase 2 starts every model but the base anew from its phase-2 source (the other lambdas from the base at
     # 60k steps, each bits-back model from the hyperprior of its lambda with q(z|y) at variance 1/12) instead of
@@ -76,7 +80,7 @@ def plan() -> List[Stage]:
     # bits-back model pairs with the final Base Hyperprior of its lambda.
     for lmbda in LAMBDAS:
         stages.append(Stage(_name("bitsback", lmbda), "bitsback", lmbda, {1: 2_000 if lmbda != BASE_LAMBDA
-                                                                          else 3_000, 2: 8_000}, 1e-4,
+                                                                          else 3_000, 2: 10_000}, 1e-4,
                             init_from=_name("hyperprior", lmbda), restart_phase=2))
     return stages
 
@@ -139,8 +143,9 @@ def run_pass(stages: List[Stage], args, checkpoints: Path) -> int:
         print(f"== {stage.name}: training to step {target}" + (f", this chunk to {stop_at}" if stop_at else "")
               + (f" (continuing the exported weights at step {done})" if initial_step else ""), flush=True)
         trained += 1
+        batch_size, crop = stage.batch_for(args.phase)
         train(TrainOptions(name=stage.name, data=args.data, steps=target, lmbda=stage.lmbda, kind=stage.kind,
-                           batch_size=stage.batch_size, crop=stage.crop, learning_rate=stage.learning_rate,
+                           batch_size=batch_size, crop=crop, learning_rate=stage.learning_rate,
                            work_dir=str(work_dir), output=str(checkpoints), resume=True,
                            init_from=init_from, initial_step=initial_step, stop_at=stop_at,
                            precision=args.precision,
