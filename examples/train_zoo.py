@@ -1,7 +1,8 @@
 """Runs or resumes the plan that trains the model zoo shipped in ``checkpoints/``.
 
 The plan is a list of stages; each trains one model up to a step count (``tfc-inference train`` with ``--resume``),
-evaluates it amortized on Kodak (real files) and exports weights + ``config.json`` to ``checkpoints/<name>``.
+evaluates it amortized on Kodak (real files) and exports weights + ``config.json`` to ``checkpoints/<name>``
+(phase 1) or ``checkpoints/phase<N>/<name>`` (later phases, until ``--promote``).
 In-progress state lives in the git-ignored ``runs/<name>/ckpt`` (saved every few minutes and on SIGTERM), so a
 killed stage resumes at its last saved step; a stage whose exported checkpoint already has its step count is
 skipped. A stage is one chunk: commit its exported weights when it ends, and at most one chunk can be lost.
@@ -11,6 +12,7 @@ Phases raise the step counts of the same models (later phases resume the runs of
     python examples/train_zoo.py --data ../shared/data/train --phase 1     # quick zoo, ~1.5 h on 2 cores
     python examples/train_zoo.py --data ../shared/data/train --phase 2     # longer training, many CPU-hours
     python examples/train_zoo.py --phase 2 --chunk-steps 10000 --repeat    # the same in chunks that export
+    python examples/train_zoo.py --phase 2 --promote                       # finished: replace the shipped models
     python examples/train_zoo.py --list                                    # what is done and what remains
     python examples/train_zoo.py --paper-config                            # the paper's GPU-scale settings
 
@@ -85,12 +87,29 @@ def plan() -> List[Stage]:
     return stages
 
 
-def exported_steps(name: str, checkpoints: Path, run: Optional[Path] = None) -> int:
-    """Steps of the exported model; with ``run``, 0 unless the export came from that run folder."""
+def export_dir(args) -> Path:
+    """Phase 1 exported into ``--checkpoints``; later phases export into ``--checkpoints/phase<N>/`` (not
+    listed by ``tfc-inference models``) until ``--promote`` puts the finished phase in place of the shipped models,
+    so that committed chunks do not change the models every published result was measured with."""
+    root = Path(args.checkpoints)
+    return root if args.phase <= 1 else root / f"phase{args.phase}"
+
+
+def find_export(name: str, args) -> Optional[Path]:
+    """The newest export of ``name``: the phase's folder first, then the shipped models."""
+    for d in dict.fromkeys([export_dir(args), Path(args.checkpoints)]):
+        if (d / name / "config.json").exists():
+            return d / name
+    return None
+
+
+def exported_steps(name: str, args, run: Optional[Path] = None) -> int:
+    """Steps of the newest export of ``name``; with ``run``, 0 unless it came from that run folder."""
+    folder = find_export(name, args)
     try:
-        with open(checkpoints / name / "config.json") as f:
+        with open(folder / "config.json") as f:
             training = json.load(f).get("training", {})
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         return 0
     if run is not None and Path(training.get("run", "")).resolve() != run.resolve():
         return 0
@@ -102,7 +121,23 @@ def stage_done(stage: Stage, phase: int, args) -> int:
     and its export is still the earlier run's)."""
     restarted = stage.restart_phase is not None and phase >= stage.restart_phase
     run = stage.work_dir(args.work_dir, phase) / stage.name if restarted else None
-    return exported_steps(stage.name, Path(args.checkpoints), run)
+    return exported_steps(stage.name, args, run)
+
+
+def promote(stages: List[Stage], args) -> int:
+    """Copies the finished phase's models over the shipped ones (all stages must be done)."""
+    import shutil
+    source = export_dir(args)
+    missing = [s.name for s in stages if stage_done(s, args.phase, args) < s.steps_for(args.phase)
+               or not (source / s.name).exists()]
+    if source == Path(args.checkpoints) or missing:
+        print(f"cannot promote phase {args.phase}: not finished ({', '.join(missing) or 'phase 1 is in place'})",
+              file=sys.stderr)
+        return 1
+    for s in stages:
+        shutil.copytree(source / s.name, Path(args.checkpoints) / s.name, dirs_exist_ok=True)
+        print(f"promoted {source / s.name} -> {Path(args.checkpoints) / s.name}")
+    return 0
 
 
 def _run_step(run: Path) -> int:
@@ -116,7 +151,7 @@ def _run_step(run: Path) -> int:
     return int(m.group(1)) if m else 0
 
 
-def run_pass(stages: List[Stage], args, checkpoints: Path) -> int:
+def run_pass(stages: List[Stage], args) -> int:
     """One chunk (or the rest) of every stage that can train now; returns how many stages trained."""
     from tfc_inference.train import TrainOptions, train
     trained = 0
@@ -129,8 +164,8 @@ def run_pass(stages: List[Stage], args, checkpoints: Path) -> int:
         init_from, initial_step = stage.init_from, 0
         if done and not (work_dir / stage.name / "ckpt" / "checkpoint").exists():
             # exported earlier, run state gone (e.g. trained on another machine): continue the exported weights
-            init_from, initial_step = str(checkpoints / stage.name), done
-        elif init_from and exported_steps(init_from, checkpoints) == 0:
+            init_from, initial_step = str(find_export(stage.name, args)), done
+        elif init_from and exported_steps(init_from, args) == 0:
             print(f"skipping {stage.name}: {init_from} is not trained yet", file=sys.stderr)
             continue
         elif init_from and stage.restart_phase and args.phase >= stage.restart_phase and not done:
@@ -146,7 +181,7 @@ def run_pass(stages: List[Stage], args, checkpoints: Path) -> int:
         batch_size, crop = stage.batch_for(args.phase)
         train(TrainOptions(name=stage.name, data=args.data, steps=target, lmbda=stage.lmbda, kind=stage.kind,
                            batch_size=batch_size, crop=crop, learning_rate=stage.learning_rate,
-                           work_dir=str(work_dir), output=str(checkpoints), resume=True,
+                           work_dir=str(work_dir), output=str(export_dir(args)), resume=True,
                            init_from=init_from, initial_step=initial_step, stop_at=stop_at,
                            precision=args.precision,
                            eval_dir=args.kodak, eval_images=24, eval_every=args.eval_every, progress=False,
@@ -163,7 +198,8 @@ def main() -> int:
     p.add_argument("--phase", type=int, default=1, help="train every stage up to this phase's step count")
     p.add_argument("--only", help="comma-separated model names to restrict the plan to")
     p.add_argument("--work-dir", default=str(REPO / "runs"), help="in-progress runs (git-ignored)")
-    p.add_argument("--checkpoints", default=str(REPO / "checkpoints"), help="where finished models are exported")
+    p.add_argument("--checkpoints", default=str(REPO / "checkpoints"),
+                   help="the shipped models; phase 1 exports here, later phases into its phase<N>/ sub-folder")
     p.add_argument("--precision", default="mixed_bfloat16", choices=("float32", "mixed_bfloat16"),
                    help="training precision (phase 1 ran in float32; bfloat16 convolutions step ~1.3-1.5x faster)")
     p.add_argument("--eval-every", type=int, default=2000,
@@ -173,6 +209,8 @@ def main() -> int:
                         "schedule stays laid out for the phase's step count); commit the exported weights, rerun")
     p.add_argument("--repeat", action="store_true",
                    help="with --chunk-steps: keep making passes over the plan until nothing is left to train")
+    p.add_argument("--promote", action="store_true",
+                   help="copy the finished phase's models (checkpoints/phase<N>/) over the shipped ones")
     p.add_argument("--list", action="store_true", help="print the plan and its state, train nothing")
     p.add_argument("--paper-config", action="store_true", help="print the paper's GPU-scale training settings")
     args = p.parse_args()
@@ -186,8 +224,9 @@ def main() -> int:
               "  bits-back: the same with --kind bitsback --init-from hyperprior-mse-<lambda>")
         return 0
 
-    checkpoints = Path(args.checkpoints)
-    os.environ["TFC_INFERENCE_CHECKPOINTS"] = str(checkpoints)  # --init-from names resolve here first
+    # --init-from names resolve to the phase's exports first, then to the shipped models
+    os.environ["TFC_INFERENCE_CHECKPOINTS"] = os.pathsep.join(dict.fromkeys(
+        [str(export_dir(args)), str(args.checkpoints)]))
     stages = plan()
     if args.only:
         wanted = set(args.only.split(","))
@@ -199,7 +238,9 @@ def main() -> int:
         print(f"{stage.name:24s} {stage.kind:10s} lambda {stage.lmbda:<7g} steps {target:>7d}  {state}")
     if args.list:
         return 0
-    while run_pass(stages, args, checkpoints) and args.repeat:
+    if args.promote:
+        return promote(stages, args)
+    while run_pass(stages, args) and args.repeat:
         pass
     return 0
 
