@@ -13,6 +13,7 @@ Phases raise the step counts of the same models (later phases resume the runs of
     python examples/train_zoo.py --data ../shared/data/train --phase 2     # longer training, many CPU-hours
     python examples/train_zoo.py --phase 2 --chunk-steps 10000 --repeat    # the same in chunks that export
     python examples/train_zoo.py --phase 2 --promote                       # finished: replace the shipped models
+    python examples/train_zoo.py --phase 2 --report                        # training curves -> checkpoints/
     python examples/train_zoo.py --list                                    # what is done and what remains
     python examples/train_zoo.py --paper-config                            # the paper's GPU-scale settings
 
@@ -189,6 +190,63 @@ def run_pass(stages: List[Stage], args) -> int:
     return trained
 
 
+def curves_report(stages: List[Stage], args) -> int:
+    """PSNR / loss vs training step of every stage of the phase (from ``runs/.../eval_curve.jsonl``), kept with
+    the checkpoints: ``<checkpoints>/training_curves/`` (the points as JSON lines, a plot, a markdown table and,
+    per model, the change of the R-D loss per doubling of the steps, fitted over the curve's second half)."""
+    import math
+    import numpy as np
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tfc_inference.train import read_eval_curve
+    out = Path(args.checkpoints) / "training_curves"
+    out.mkdir(parents=True, exist_ok=True)
+    fig, (ax_psnr, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+    rows = []
+    for stage in stages:
+        curve = [p for p in read_eval_curve(stage.work_dir(args.work_dir, args.phase) / stage.name
+                                            / "eval_curve.jsonl") if p["step"] > 0]
+        if not curve:
+            continue
+        with open(out / f"{stage.name}.jsonl", "w") as f:
+            f.writelines(json.dumps(p) + "\n" for p in curve)
+        steps = np.array([p["step"] for p in curve], float)
+        loss = np.array([p["bpp"] + stage.lmbda * 255.0 ** 2 / 10 ** (p["psnr"] / 10) for p in curve])
+        ax_psnr.plot(steps, [p["psnr"] for p in curve], marker=".", label=stage.name)
+        ax_loss.plot(steps, loss / loss[0], marker=".", label=stage.name)
+        tail = steps >= steps[-1] / 2
+        per_doubling = float("nan")
+        if tail.sum() >= 3 and steps[tail][-1] > steps[tail][0]:
+            slope = np.polyfit(np.log2(steps[tail]), loss[tail], 1)[0]
+            per_doubling = 100.0 * slope / loss[-1]
+        first, last = curve[0], curve[-1]
+        rows.append(f"| {stage.name} | {first['step']:,} | {first['bpp']:.4f} / {first['psnr']:.2f} | {last['step']:,} "
+                    f"| {last['bpp']:.4f} / {last['psnr']:.2f} | {last['cpu_hours']:.2f} | "
+                    + ("-" if math.isnan(per_doubling) else f"{per_doubling:+.1f}%") + " |")
+    for ax, label in ((ax_psnr, "Kodak PSNR dB (amortized, 24 images)"), (ax_loss, "R-D loss / loss at first point")):
+        ax.set_xlabel("training step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    ax_loss.set_xscale("log", base=2)
+    ax_psnr.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    from tfc_inference.evaluate import machine_description
+    lines = [f"# Training curves, phase {args.phase}", "",
+             f"Every model of `python examples/train_zoo.py --phase {args.phase}`, coded amortized on the 24 Kodak "
+             f"images (real files) every {args.eval_every} steps while it trained. Machine: {machine_description()}. "
+             f"Regenerate: `python examples/train_zoo.py --phase {args.phase} --report` (needs the runs' "
+             f"`eval_curve.jsonl`; the points are also kept here as `<name>.jsonl`).", "",
+             "Loss change per doubling: slope of bpp + lambda MSE against log2(step), over the second half of the "
+             "curve, relative to the last loss (negative: more training still helps).", "",
+             "| model | first step | bpp / PSNR | last step | bpp / PSNR | CPU-h (this phase) | loss per doubling |",
+             "|---|---:|---|---:|---|---:|---:|"] + rows + ["", "![curves](curves.png)", ""]
+    (out / "README.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", nargs="+", default=[str(REPO.parent / "shared/data/train/wikipedia_photos"),
@@ -211,6 +269,8 @@ def main() -> int:
                    help="with --chunk-steps: keep making passes over the plan until nothing is left to train")
     p.add_argument("--promote", action="store_true",
                    help="copy the finished phase's models (checkpoints/phase<N>/) over the shipped ones")
+    p.add_argument("--report", action="store_true",
+                   help="write the phase's training curves (PSNR and loss vs step) to checkpoints/training_curves/")
     p.add_argument("--list", action="store_true", help="print the plan and its state, train nothing")
     p.add_argument("--paper-config", action="store_true", help="print the paper's GPU-scale training settings")
     args = p.parse_args()
@@ -240,6 +300,8 @@ def main() -> int:
         return 0
     if args.promote:
         return promote(stages, args)
+    if args.report:
+        return curves_report(stages, args)
     while run_pass(stages, args) and args.repeat:
         pass
     return 0
