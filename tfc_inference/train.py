@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import threading
@@ -21,8 +22,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
-
-import math
 
 from tfc_inference.errors import TrainingDivergedError, TrainingError
 
@@ -185,6 +184,8 @@ def train(opts: TrainOptions) -> Path:
     from tfc_inference.data import CropSampler, list_images
     from tfc_inference.models import ModelConfig, build_model
 
+    if opts.stop_at < 0:
+        raise TrainingError(f"--stop-at must be 0 (off) or a step number, got {opts.stop_at}")
     work = Path(opts.work_dir) / opts.name
     ckpt_dir = work / "ckpt"
     has_ckpt = tf.train.latest_checkpoint(str(ckpt_dir)) is not None
@@ -242,8 +243,6 @@ def train(opts: TrainOptions) -> Path:
     with open(work / "run.json", "w") as f:
         json.dump(run_info, f, indent=2, default=str)
 
-    if opts.stop_at < 0:
-        raise TrainingError(f"--stop-at must be positive, got {opts.stop_at}")
     end = min(opts.stop_at, opts.steps) if opts.stop_at else opts.steps  # this invocation's last step
     variables = model.trainable_variables
     optimizer.build(variables)  # create Adam's slots now, so train_step is traced once
