@@ -91,6 +91,28 @@ class InferenceTest(helpers.TestCase):
                     self.assertNear(result.estimated_bpp + TINY.lmbda * result.mse, min(losses), 1e-3)
                 self.assertAllEqual(codec.decompress(result.data, self.model), result.reconstruction)
 
+    def test_bfloat16_relaxed_loop(self):
+        x = _crop()
+        full = codec.compress(self.model, x, method="sga", iterations=60, eval_every=20)
+        half = codec.compress(self.model, x, method="sga", iterations=60, eval_every=20, precision="mixed_bfloat16")
+        self.assertEqual((full.extra["precision"], half.extra["precision"]), ("float32", "mixed_bfloat16"))
+        opt = inference.get_optimizer(self.model, "sga", iterations=60, precision="mixed_bfloat16")
+        self.assertIsNot(opt.relax_model, self.model)
+        self.assertEqual(opt.relax_model.synthesis_transform.layers[0].compute_dtype, "bfloat16")
+        # the step-0 evaluation is float32 in both (the same amortized latents); the relaxed losses differ (on a
+        # model this small the rounded latents may still agree)
+        self.assertEqual(full.extra["trace"][0]["loss"], half.extra["trace"][0]["loss"])
+        relaxed = lambda r: [t["relaxed_loss"][0] for t in r.extra["trace"][1:]]
+        self.assertNotEqual(relaxed(full), relaxed(half))
+        self.assertAllClose(relaxed(full), relaxed(half), rtol=0.02)
+        loss = lambda r: r.estimated_bpp + TINY.lmbda * r.mse
+        self.assertLess(loss(half), half.extra["trace"][0]["loss"][0])
+        self.assertNear(loss(half), loss(full), 0.02 * loss(full))
+        decoded = codec.decompress_details(half.data, self.model)  # coded in float32: exact as always
+        self.assertAllEqual(decoded.image, half.reconstruction)
+        with self.assertRaises(ValueError):
+            inference.LatentOptimizer(self.model, "sga", precision="float16")
+
     def test_seeded_runs_are_repeatable(self):
         x = _crop(32, 48)
         a = codec.compress(self.model, x, method="sga", iterations=30, seed=3)
