@@ -277,11 +277,18 @@ class ContinueTest(helpers.TestCase):
             evaluation = json.load(f)["evaluation"]
         self.assertEqual((evaluation["bpp"], evaluation["psnr"]), (curve[-1]["bpp"], curve[-1]["psnr"]))
         # an exported model continued at its step count (its run folder gone)
-        path2, log2 = _run(_options(root, data, "c2", 4, init_from=str(path), initial_step=3))
+        path2, log2 = _run(_options(root, data, "c2", 5, init_from=str(path), initial_step=3, stop_at=4))
         self.assertIn("continuing at step 3", log2)
         self.assertEqual([int(s) for s, *_ in LOG_LINE.findall(log2)], [4])
         with open(os.path.join(path2, "config.json")) as f:
             self.assertEqual(json.load(f)["training"]["steps"], 4)
+        # resumed (the next chunk), the run still says where its weights started
+        path2, _ = _run(_options(root, data, "c2", 5, resume=True))
+        with open(os.path.join(path2, "config.json")) as f:
+            training = json.load(f)["training"]
+        self.assertEqual((training["steps"], training["init_from"]), (5, str(path)))
+        with open(os.path.join(root, "runs", "c2", "run.json")) as f:
+            self.assertEqual(json.load(f)["initial_step"], 3)
         # a CPU budget ends the run early (and a resumed run that has used it up trains nothing)
         path3, log3 = _run(_options(root, data, "c5", 50, max_cpu_hours=1e-6))
         self.assertIn("CPU budget of 1e-06 h reached at step 1", log3)

@@ -240,6 +240,13 @@ def train(opts: TrainOptions) -> Path:
         raise TrainingError("--initial-step continues the weights of --init-from; give --init-from too")
     run_info = dataclasses.asdict(opts)
     run_info.update(num_training_images=len(sampler.images), init_notes=init_notes)
+    if has_ckpt and opts.resume:  # where the run's weights started is the first invocation's to say
+        try:
+            with open(work / "run.json") as f:
+                first = json.load(f)
+            run_info.update({k: first[k] for k in ("init_from", "initial_step", "init_notes") if k in first})
+        except (OSError, ValueError):
+            pass
     with open(work / "run.json", "w") as f:
         json.dump(run_info, f, indent=2, default=str)
 
