@@ -118,13 +118,14 @@ def report(args, candidates: List[Candidate]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from tfc_inference.evaluate import machine_description
+    from tfc_inference.train import curve_point_loss
     os.makedirs(args.out, exist_ok=True)
     rows, fig = [], plt.figure(figsize=(7, 4.5))
     for c in candidates:
         curve = _curve(args, c)
         if not curve:
             continue
-        loss = [pt["bpp"] + LAMBDA * 255.0 ** 2 / 10 ** (pt["psnr"] / 10) for pt in curve]
+        loss = [curve_point_loss(pt, LAMBDA) for pt in curve]
         plt.plot([pt["cpu_hours"] for pt in curve], loss, marker=".", label=c.label)
         last = curve[-1]
         hours = max(last["cpu_hours"], 1e-9)

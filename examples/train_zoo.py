@@ -199,7 +199,7 @@ def curves_report(stages: List[Stage], args) -> int:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from tfc_inference.train import read_eval_curve
+    from tfc_inference.train import curve_point_loss, read_eval_curve
     out = Path(args.checkpoints) / "training_curves"
     out.mkdir(parents=True, exist_ok=True)
     fig, (ax_psnr, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -212,7 +212,7 @@ def curves_report(stages: List[Stage], args) -> int:
         with open(out / f"{stage.name}.jsonl", "w") as f:
             f.writelines(json.dumps(p) + "\n" for p in curve)
         steps = np.array([p["step"] for p in curve], float)
-        loss = np.array([p["bpp"] + stage.lmbda * 255.0 ** 2 / 10 ** (p["psnr"] / 10) for p in curve])
+        loss = np.array([curve_point_loss(p, stage.lmbda) for p in curve])
         ax_psnr.plot(steps, [p["psnr"] for p in curve], marker=".", label=stage.name)
         ax_loss.plot(steps, loss / loss[0], marker=".", label=stage.name)
         tail = steps >= steps[-1] / 2

@@ -162,6 +162,11 @@ def read_eval_curve(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
     return [points[k] for k in sorted(points)]
 
 
+def curve_point_loss(point: Dict[str, Any], lmbda: float) -> float:
+    """The R-D loss bpp + lambda * MSE of an eval-curve point, its MSE taken from the point's mean PSNR."""
+    return point["bpp"] + lmbda * 255.0 ** 2 / 10 ** (point["psnr"] / 10)
+
+
 def evaluate_amortized(model, paths: Sequence[str]) -> Dict[str, float]:
     """Real amortized coding of ``paths``: mean file bpp, estimated bpp, PSNR (the paper's per-image mean)."""
     from tfc_inference import codec
