@@ -149,15 +149,15 @@ def report(args, candidates: List[Candidate]) -> None:
              "Ranked by the mean loss of the last 3 evaluations (single points scatter by ~0.5 dB as the weights move).",
              "", "| rank | candidate | steps | CPU-h | CPU-s/step | bpp | PSNR dB | loss | mean loss, last 3 evals |",
              "|---|---|---|---|---|---|---|---|---|"]
-    rows = [r for r in rows if not _diverged(args, r[1])] + [r for r in rows if _diverged(args, r[1])]
+    diverged = {c.label: d for c in candidates for d in [_diverged(args, c)] if d}
+    rows = ([r for r in rows if r[1].label not in diverged] + [r for r in rows if r[1].label in diverged])
     for i, (mean3, c, last, sec, loss) in enumerate(rows, 1):
         cells = (f"{last['step']} | {last['cpu_hours']:.2f} | {sec:.2f} | {last['bpp']:.4f} | {last['psnr']:.2f} "
                  f"| {loss:.4f} | {mean3:.4f} |")
-        if _diverged(args, c):  # its last good point, then the divergence below
+        if c.label in diverged:  # its last good point, then the divergence below
             lines.append(f"| - | {c.label} (before diverging) | {cells}")
         else:
             lines.append(f"| {i} | {c.label} | {cells}")
-    diverged = {c.label: _diverged(args, c) for c in candidates if _diverged(args, c)}
     for label, d in diverged.items():
         lines.append(f"| - | {label} | diverged (NaN loss) at step {d['step']} | | | | | | |")
     unfinished = [c.label for c in candidates if c.label not in diverged and (
