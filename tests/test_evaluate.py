@@ -67,3 +67,64 @@ class PresetPlanTest(helpers.TestCase):
         self.assertIn(f"sga={fast['schedule'].name}", bb_key[4])
         self.assertEqual(bb_key[6], fast["learning_rate"])
         self.assertEqual(evaluate.with_preset(None, iterations=7), {"iterations": 7})
+
+
+def _append_many(cache, worker, count, size):
+    for i in range(count):
+        evaluate.append_record(cache, {"worker": worker, "i": i, "pad": "x" * size})
+
+
+class ShardTest(helpers.TestCase):
+    """Workers sharing one cache: disjoint shares of the runs, whole lines."""
+
+    def test_parse_shard(self):
+        self.assertEqual(evaluate.parse_shard("1/3"), (1, 3))
+        for bad in ("3/3", "-1/2", "1", "a/b", "0/0", ""):
+            with self.assertRaises(ValueError):
+                evaluate.parse_shard(bad)
+
+    def test_shares_are_disjoint_and_do_not_depend_on_the_cache(self):
+        keys = [("fp", f"img{i}.png", m, 10, None, 0, None) for i in range(7) for m in ("sga", "map")]
+        jobs = [("path", k[2], 10, None, None, k[2], k) for k in keys]
+        shares = [evaluate.shard_jobs(keys, jobs, (i, 3)) for i in range(3)]
+        self.assertEqual(sorted(j[-1] for s in shares for j in s), sorted(keys))
+        self.assertEqual(sum(len(s) for s in shares), len(jobs))
+        self.assertEqual([len(s) for s in shares], [5, 5, 4])
+        # a worker that starts after others finished some runs keeps the same share
+        later = [j for j in jobs if j[-1][1] not in ("img0.png", "img3.png")]
+        for i in range(3):
+            self.assertEqual(evaluate.shard_jobs(keys, later, (i, 3)), [j for j in shares[i] if j in later])
+
+    def test_concurrent_appends_keep_whole_lines(self):
+        import multiprocessing
+        cache = os.path.join(helpers.fresh_dir("shard_appends"), "c.jsonl")
+        with open(cache, "w") as f:
+            f.write('{"torn": ')  # a record killed while writing: the next one must still start on its own line
+        ctx = multiprocessing.get_context("fork")
+        procs = [ctx.Process(target=_append_many, args=(cache, w, 25, 150_000)) for w in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+            self.assertEqual(p.exitcode, 0)
+        records = evaluate.load_cache(cache)
+        self.assertEqual(sorted((r["worker"], r["i"]) for r in records),
+                         sorted((w, i) for w in range(3) for i in range(25)))
+
+    def test_two_workers_share_one_cache(self):
+        folder = helpers.fresh_dir("shard_images")
+        for i, (top, left) in enumerate([(0, 0), (100, 200), (300, 50)]):
+            with open(os.path.join(folder, f"img{i}.png"), "wb") as f:
+                f.write(helpers.encode_image(helpers.kodak_crop(40, 64, top, left)))
+        paths = [os.path.join(folder, n) for n in sorted(os.listdir(folder))]
+        cache = os.path.join(helpers.fresh_dir("shard_cache"), "cache.jsonl")
+        model = helpers.shared_model("hyperprior", trained=True)
+        first = evaluate.run(model, paths, ["amortized"], cache, progress=False, shard=(0, 2))
+        self.assertEqual([r["image"] for r in first], ["img0.png", "img2.png"])
+        self.assertEqual({r["workers"] for r in first}, {2})
+        second = evaluate.run(model, paths, ["amortized"], cache, progress=False, shard=(1, 2))
+        self.assertEqual([r["image"] for r in second], ["img0.png", "img1.png", "img2.png"])
+        self.assertEqual(len(evaluate.load_cache(cache)), 3)
+        # nothing left for anyone
+        keys, jobs, _ = evaluate.plan(model, paths, ["amortized"], cache)
+        self.assertEqual(jobs, [])

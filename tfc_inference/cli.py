@@ -438,9 +438,12 @@ def cmd_evaluate(args) -> int:
     for name in args.model:
         model = _load_model(name)
         records = evaluate.run(model, paths, methods, args.cache, iterations=args.iterations,
-                               schedule=args.schedule, seed=args.seed, eval_every=args.eval_every)
+                               schedule=args.schedule, seed=args.seed, eval_every=args.eval_every,
+                               shard=args.shard)
         for method in methods:
             recs = [r for r in records if r["method"] == method]
+            if not recs:
+                continue
             mean = lambda key: float(np.mean([r[key] for r in recs]))  # noqa: E731
             print(f"| {getattr(model, 'zoo_name', name)} | {method} | {len(recs)} | {mean('bpp'):.4f} | "
                   f"{mean('estimated_bpp'):.4f} | {mean('psnr'):.2f} | {mean('loss'):.4f} | "
@@ -696,6 +699,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed of the stochastic methods")
     p.add_argument("--eval-every", type=_positive_int, default=50, help="steps between true R-D evaluations")
     p.add_argument("--cache", default="results/evaluate.jsonl", help="JSON-lines cache of per-image records")
+    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
+                   help="run only the I-th of N disjoint shares of the runs (0-based), for N processes sharing "
+                        "one cache; e.g. on 2 cores `TF_NUM_INTRAOP_THREADS=1 ... --shard 0/2` and `... 1/2`")
     p.set_defaults(func=cmd_evaluate)
 
     p = add("baselines", "run classical codecs (JPEG, JPEG2000, WebP, AVIF, JPEG XL) over a sweep of quality "
@@ -734,6 +740,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="also write the markdown report to FILE")
     p.set_defaults(func=cmd_benchmark)
     return parser
+
+
+def _shard(text: str):
+    from tfc_inference.evaluate import parse_shard
+    try:
+        return parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive_int(text: str) -> int:
