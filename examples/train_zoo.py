@@ -126,9 +126,12 @@ def stage_done(stage: Stage, phase: int, args) -> int:
 
 
 def promote(stages: List[Stage], args) -> int:
-    """Copies the finished phase's models over the shipped ones (all stages must be done)."""
+    """Puts the finished phase's models in place of the shipped ones (all stages must be done).  The shipped
+    models move to ``checkpoints/phase<N-1>/`` first (loadable by path), so results measured with them stay
+    reproducible; git stores the moved files as the same blobs, so the archive costs no repository space."""
     import shutil
     source = export_dir(args)
+    archive = Path(args.checkpoints) / f"phase{args.phase - 1}"
     missing = [s.name for s in stages if stage_done(s, args.phase, args) < s.steps_for(args.phase)
                or not (source / s.name).exists()]
     if source == Path(args.checkpoints) or missing:
@@ -136,8 +139,16 @@ def promote(stages: List[Stage], args) -> int:
               file=sys.stderr)
         return 1
     for s in stages:
-        shutil.copytree(source / s.name, Path(args.checkpoints) / s.name, dirs_exist_ok=True)
-        print(f"promoted {source / s.name} -> {Path(args.checkpoints) / s.name}")
+        shipped = Path(args.checkpoints) / s.name
+        if shipped.exists():
+            if (archive / s.name).exists():
+                shutil.rmtree(shipped)  # archived by an earlier, interrupted promote
+            else:
+                archive.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(shipped), str(archive / s.name))
+                print(f"archived {shipped} -> {archive / s.name}")
+        shutil.copytree(source / s.name, shipped)
+        print(f"promoted {source / s.name} -> {shipped}")
     return 0
 
 

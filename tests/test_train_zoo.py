@@ -106,3 +106,6 @@ class TrainZooPlanTest(helpers.TestCase):
         for stage in self.zoo.plan():
             with open(self.checkpoints / stage.name / "config.json") as f:
                 self.assertEqual(json.load(f)["training"]["steps"], stage.steps_for(2), stage.name)
+            # the models promoted over are kept, loadable by path
+            with open(self.checkpoints / "phase1" / stage.name / "config.json") as f:
+                self.assertEqual(json.load(f)["training"]["steps"], stage.steps_for(1), stage.name)
