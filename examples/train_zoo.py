@@ -165,6 +165,7 @@ def _run_step(run: Path) -> int:
 
 def run_pass(stages: List[Stage], args) -> int:
     """One chunk (or the rest) of every stage that can train now; returns how many stages trained."""
+    from tfc_inference.errors import RunInUseError
     from tfc_inference.train import TrainOptions, train
     trained = 0
     for stage in stages:
@@ -189,15 +190,19 @@ def run_pass(stages: List[Stage], args) -> int:
         stop_at = min(target, run_step + args.chunk_steps) if args.chunk_steps else 0
         print(f"== {stage.name}: training to step {target}" + (f", this chunk to {stop_at}" if stop_at else "")
               + (f" (continuing the exported weights at step {done})" if initial_step else ""), flush=True)
-        trained += 1
         batch_size, crop = stage.batch_for(args.phase)
-        train(TrainOptions(name=stage.name, data=args.data, steps=target, lmbda=stage.lmbda, kind=stage.kind,
-                           batch_size=batch_size, crop=crop, learning_rate=stage.learning_rate,
-                           work_dir=str(work_dir), output=str(export_dir(args)), resume=True,
-                           init_from=init_from, initial_step=initial_step, stop_at=stop_at,
-                           precision=args.precision,
-                           eval_dir=args.kodak, eval_images=24, eval_every=args.eval_every, progress=False,
-                           log_every=500, save_every=180.0, **ARCH))
+        try:
+            train(TrainOptions(name=stage.name, data=args.data, steps=target, lmbda=stage.lmbda, kind=stage.kind,
+                               batch_size=batch_size, crop=crop, learning_rate=stage.learning_rate,
+                               work_dir=str(work_dir), output=str(export_dir(args)), resume=True,
+                               init_from=init_from, initial_step=initial_step, stop_at=stop_at,
+                               precision=args.precision,
+                               eval_dir=args.kodak, eval_images=24, eval_every=args.eval_every, progress=False,
+                               log_every=500, save_every=180.0, **ARCH))
+        except RunInUseError as e:  # another train_zoo process has this stage: leave it to that one
+            print(f"skipping {stage.name}: {e}", file=sys.stderr)
+            continue
+        trained += 1
     return trained
 
 

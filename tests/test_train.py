@@ -375,3 +375,16 @@ class OptionsTest(helpers.TestCase):
             train.train(_options(root, helpers.fresh_dir("empty"), "x", 2))
         with self.assertRaises(TrainingError):
             train.train(_options(root, os.path.join(root, "missing"), "y", 2))
+
+    def test_run_in_use_by_another_process(self):
+        from pathlib import Path
+        from tfc_inference.errors import RunInUseError
+        root = helpers.fresh_dir("lockedrun")
+        opts = _options(root, helpers.fresh_dir("empty_for_lock"), "locked", 2)
+        with train.run_lock(Path(root) / "runs" / "locked"):
+            with self.assertRaisesRegex(RunInUseError, rf"being trained by another process \(pid {os.getpid()}\)"):
+                train.train(opts)
+        # released: training gets past the lock (and fails later, on the empty image folder)
+        with self.assertRaises(TrainingError) as caught:
+            train.train(opts)
+        self.assertNotIsInstance(caught.exception, RunInUseError)

@@ -109,3 +109,28 @@ class TrainZooPlanTest(helpers.TestCase):
             # the models promoted over are kept, loadable by path
             with open(self.checkpoints / "phase1" / stage.name / "config.json") as f:
                 self.assertEqual(json.load(f)["training"]["steps"], stage.steps_for(1), stage.name)
+
+    def test_stage_trained_by_another_process_is_skipped(self):
+        from tfc_inference import train as train_module
+
+        def locking_fake_train(opts):  # the real lock around the stand-in, as train.train holds it
+            with train_module.run_lock(Path(opts.work_dir) / opts.name):
+                return self._fake_train(opts)
+
+        self._main("--phase", "2", "--only", "hyperprior-mse-0.01", "--chunk-steps", "100000")
+        self.calls.clear()
+        busy = self.runs / "phase2" / "bitsback-mse-0.01"
+        with train_module.run_lock(busy):
+            args = ["train_zoo.py", "--checkpoints", str(self.checkpoints), "--work-dir", str(self.runs),
+                    "--phase", "2", "--chunk-steps", "100000", "--repeat"]
+            err = io.StringIO()
+            with mock.patch.object(sys, "argv", args), mock.patch("tfc_inference.train.train", locking_fake_train), \
+                    mock.patch.dict(os.environ), contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(err):
+                code = self.zoo.main()
+        self.assertEqual(code, 0)
+        trained = sorted(c["name"] for c in self.calls)
+        self.assertNotIn("bitsback-mse-0.01", trained)
+        self.assertEqual(len(trained), 8)
+        self.assertIn(f"skipping bitsback-mse-0.01: {busy} is being trained by another process (pid {os.getpid()})",
+                      err.getvalue())

@@ -83,6 +83,10 @@ class TrainingError(TFCInferenceError):
     """Training cannot start (no images, bad options, incompatible checkpoint)."""
 
 
+class RunInUseError(TrainingError):
+    """Another process is training the same run folder (two writers would overwrite each other's checkpoints)."""
+
+
 class TrainingDivergedError(TrainingError):
     """The training loss became non-finite (NaN or inf), or a checkpoint holds non-finite weights.
 

@@ -11,6 +11,7 @@ Objective: minimize E[bpp + lambda * MSE] (MSE on 0..255) with Adam; the learnin
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -23,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from tfc_inference.errors import TrainingDivergedError, TrainingError
+from tfc_inference.errors import RunInUseError, TrainingDivergedError, TrainingError
 
 #: Log-variance q(z|y) starts with when a bits-back model is initialized from a hyperprior: log(1/12), the variance
 #: of the uniform noise U(-1/2, 1/2) on z that the hyperprior's h_s was trained with, so h_s sees perturbations of
@@ -181,8 +182,37 @@ def evaluate_amortized(model, paths: Sequence[str]) -> Dict[str, float]:
             "estimated_bpp": float(rows[:, 1].mean()), "psnr": float(rows[:, 2].mean())}
 
 
+@contextlib.contextmanager
+def run_lock(work: Path):
+    """Holds an exclusive lock on the run folder ``work`` (``<work>/lock``, with the holder's pid) while it
+    trains; raises :class:`RunInUseError` at once if another process holds it.  The OS drops the lock when the
+    process ends, however it ends, so a killed run never leaves a stale lock."""
+    import fcntl
+    work.mkdir(parents=True, exist_ok=True)
+    fd = os.open(work / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise RunInUseError(f"{work} is being trained by another process (pid {holder}); wait for it to "
+                                f"finish or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 def train(opts: TrainOptions) -> Path:
-    """Runs (or resumes) training and exports the final weights; returns the exported checkpoint folder."""
+    """Runs (or resumes) training and exports the final weights; returns the exported checkpoint folder.
+
+    Raises :class:`RunInUseError` if another process is training the same run (``work_dir/name``)."""
+    with run_lock(Path(opts.work_dir) / opts.name):
+        return _train(opts)
+
+
+def _train(opts: TrainOptions) -> Path:
     import tensorflow as tf
     from tqdm import tqdm
     from tfc_inference import zoo
