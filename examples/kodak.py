@@ -189,10 +189,7 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv, dataset, images, ablation_count, published)
     from tfc_inference import baselines, evaluate, report, zoo
-    shard = (0, 1)
-    if args.worker:
-        shard = evaluate.parse_shard(args.worker)
-    elif args.workers < 1:
+    if args.workers < 1:
         sys.exit(f"--workers must be at least 1, got {args.workers}")
     from tfc_inference.data import list_images
     out = args.out or os.path.join(REPO, "examples", "results", args.dataset)
@@ -206,6 +203,7 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
         sys.exit(f"no images in {args.images}")
 
     if args.worker:
+        shard = evaluate.parse_shard(args.worker)
         for stage, name, methods, stage_paths in stages(zoo_models(args.models), paths, args):
             evaluate.run(zoo.load_model(name), stage_paths, methods, cache, seed=args.seed,
                          bbvi_iterations=args.bbvi_iterations, shard=shard, **_iterative_options(args, stage))
