@@ -48,10 +48,11 @@ class TrainZooPlanTest(helpers.TestCase):
                                crop=opts.crop, batch=opts.batch_size))
         return out
 
-    def _main(self, *argv):
+    def _main(self, *argv, train=None):
+        """Runs train_zoo.main with ``argv``, ``train`` (default: the stand-in) in place of train.train."""
         args = ["train_zoo.py", "--checkpoints", str(self.checkpoints), "--work-dir", str(self.runs), *argv]
         out, err = io.StringIO(), io.StringIO()
-        with mock.patch.object(sys, "argv", args), mock.patch("tfc_inference.train.train", self._fake_train), \
+        with mock.patch.object(sys, "argv", args), mock.patch("tfc_inference.train.train", train or self._fake_train), \
                 mock.patch.dict(os.environ), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = self.zoo.main()
         return code, out.getvalue(), err.getvalue()
@@ -121,16 +122,9 @@ class TrainZooPlanTest(helpers.TestCase):
         self.calls.clear()
         busy = self.runs / "phase2" / "bitsback-mse-0.01"
         with train_module.run_lock(busy):
-            args = ["train_zoo.py", "--checkpoints", str(self.checkpoints), "--work-dir", str(self.runs),
-                    "--phase", "2", "--chunk-steps", "100000", "--repeat"]
-            err = io.StringIO()
-            with mock.patch.object(sys, "argv", args), mock.patch("tfc_inference.train.train", locking_fake_train), \
-                    mock.patch.dict(os.environ), contextlib.redirect_stdout(io.StringIO()), \
-                    contextlib.redirect_stderr(err):
-                code = self.zoo.main()
+            code, _, err = self._main("--phase", "2", "--chunk-steps", "100000", "--repeat", train=locking_fake_train)
         self.assertEqual(code, 0)
         trained = sorted(c["name"] for c in self.calls)
         self.assertNotIn("bitsback-mse-0.01", trained)
         self.assertEqual(len(trained), 8)
-        self.assertIn(f"skipping bitsback-mse-0.01: {busy} is being trained by another process (pid {os.getpid()})",
-                      err.getvalue())
+        self.assertIn(f"skipping bitsback-mse-0.01: {busy} is being trained by another process (pid {os.getpid()})", err)
