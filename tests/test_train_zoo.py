@@ -127,4 +127,5 @@ class TrainZooPlanTest(helpers.TestCase):
         trained = sorted(c["name"] for c in self.calls)
         self.assertNotIn("bitsback-mse-0.01", trained)
         self.assertEqual(len(trained), 8)
-        self.assertIn(f"skipping bitsback-mse-0.01: {busy} is being trained by another process (pid {os.getpid()})", err)
+        self.assertIn(f"skipping bitsback-mse-0.01: {busy} is being trained by another process "
+                      f"(pid {os.getpid()})", err)
