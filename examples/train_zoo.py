@@ -206,6 +206,20 @@ def run_pass(stages: List[Stage], args) -> int:
     return trained
 
 
+def merged_curve(kept: List[dict], run: List[dict]) -> List[dict]:
+    """The curve kept with the checkpoints, continued by the run's points (step > 0). A run that continued an
+    export on another machine starts its CPU clock anew: its points are shifted onto the kept curve's clock at
+    the step where the two meet."""
+    run = [p for p in run if p["step"] > 0]
+    if not run:
+        return [p for p in kept if p["step"] > 0]
+    first = run[0]["step"]
+    at_join = next((p for p in kept if p["step"] == first), None)
+    shift = max(0.0, at_join["cpu_hours"] - run[0]["cpu_hours"]) if at_join is not None else 0.0
+    shifted = [dict(p, cpu_hours=round(p["cpu_hours"] + shift, 4)) for p in run]
+    return [p for p in kept if 0 < p["step"] < first] + shifted
+
+
 def curves_report(stages: List[Stage], args) -> int:
     """PSNR / loss vs training step of every stage of the phase (from ``runs/.../eval_curve.jsonl``), kept with
     the checkpoints: ``<checkpoints>/training_curves/`` (the points as JSON lines, a plot, a markdown table and,
@@ -221,8 +235,9 @@ def curves_report(stages: List[Stage], args) -> int:
     fig, (ax_psnr, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
     rows = []
     for stage in stages:
-        curve = [p for p in read_eval_curve(stage.work_dir(args.work_dir, args.phase) / stage.name
-                                            / "eval_curve.jsonl") if p["step"] > 0]
+        curve = merged_curve(read_eval_curve(out / f"{stage.name}.jsonl"),
+                             read_eval_curve(stage.work_dir(args.work_dir, args.phase) / stage.name
+                                             / "eval_curve.jsonl"))
         if not curve:
             continue
         with open(out / f"{stage.name}.jsonl", "w") as f:
@@ -253,7 +268,7 @@ def curves_report(stages: List[Stage], args) -> int:
              f"Every model of `python examples/train_zoo.py --phase {args.phase}`, coded amortized on the 24 Kodak "
              f"images (real files) every {args.eval_every} steps while it trained. Machine: {machine_description()}. "
              f"Regenerate: `python examples/train_zoo.py --phase {args.phase} --report` (needs the runs' "
-             f"`eval_curve.jsonl`; the points are also kept here as `<name>.jsonl`).", "",
+             f"`eval_curve.jsonl` or the points kept here as `<name>.jsonl`, which the runs' points continue).", "",
              "Loss change per doubling: slope of bpp + lambda MSE against log2(step), over the second half of the "
              "curve, relative to the last loss (negative: more training still helps).", "",
              "| model | first step | bpp / PSNR | last step | bpp / PSNR | CPU-h (this phase) | loss per doubling |",

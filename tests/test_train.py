@@ -276,7 +276,12 @@ class ContinueTest(helpers.TestCase):
         with open(os.path.join(path, "config.json")) as f:  # the export's evaluation is the curve's last point
             evaluation = json.load(f)["evaluation"]
         self.assertEqual((evaluation["bpp"], evaluation["psnr"]), (curve[-1]["bpp"], curve[-1]["psnr"]))
-        # an exported model continued at its step count (its run folder gone)
+        # an exported model continued at its step count (its run folder gone); say it had trained 5 CPU-hours
+        with open(os.path.join(path, "config.json")) as f:
+            info = json.load(f)
+        info["training"]["cpu_hours"] = 5.0
+        with open(os.path.join(path, "config.json"), "w") as f:
+            json.dump(info, f)
         path2, log2 = _run(_options(root, data, "c2", 5, init_from=str(path), initial_step=3, stop_at=4))
         self.assertIn("continuing at step 3", log2)
         self.assertEqual([int(s) for s, *_ in LOG_LINE.findall(log2)], [4])
@@ -286,7 +291,12 @@ class ContinueTest(helpers.TestCase):
         path2, _ = _run(_options(root, data, "c2", 5, resume=True))
         with open(os.path.join(path2, "config.json")) as f:
             training = json.load(f)["training"]
-        self.assertEqual((training["steps"], training["init_from"]), (5, str(path)))
+        with open(os.path.join(path, "config.json")) as f:
+            source_training = json.load(f)["training"]
+        # the continued export keeps the history of the one it continued: its origin and its CPU time
+        self.assertEqual((training["steps"], training["init_from"]), (5, source_training["init_from"]))
+        self.assertEqual(training["continued_from"], f"{path} (step 3)")
+        self.assertTrue(5.0 < training["cpu_hours"] < 5.5, training["cpu_hours"])
         with open(os.path.join(root, "runs", "c2", "run.json")) as f:
             self.assertEqual(json.load(f)["initial_step"], 3)
         # a CPU budget ends the run early (and a resumed run that has used it up trains nothing)

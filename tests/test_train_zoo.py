@@ -129,3 +129,18 @@ class TrainZooPlanTest(helpers.TestCase):
         self.assertEqual(len(trained), 8)
         self.assertIn(f"skipping bitsback-mse-0.01: {busy} is being trained by another process "
                       f"(pid {os.getpid()})", err)
+
+    def test_merged_curve_continues_the_kept_points_on_their_clock(self):
+        def point(step, cpu_hours):
+            return {"step": step, "cpu_hours": cpu_hours, "bpp": 0.5, "psnr": 30.0}
+        kept = [point(2000, 0.1), point(4000, 0.2), point(6000, 0.3)]
+        # a run continued the export at 6000 on another machine: its clock starts at 0
+        run = [point(6000, 0.0), point(8000, 0.1), point(10000, 0.2)]
+        merged = self.zoo.merged_curve(kept, run)
+        self.assertEqual([p["step"] for p in merged], [2000, 4000, 6000, 8000, 10000])
+        self.assertEqual([p["cpu_hours"] for p in merged], [0.1, 0.2, 0.3, 0.4, 0.5])
+        # a run on the kept curve's clock (it resumed the same run) is not shifted; the step-0 point is left out
+        run = [point(0, 0.0), point(4000, 0.2), point(6000, 0.3), point(8000, 0.4)]
+        self.assertEqual([(p["step"], p["cpu_hours"]) for p in self.zoo.merged_curve(kept[:1], run)],
+                         [(2000, 0.1), (4000, 0.2), (6000, 0.3), (8000, 0.4)])
+        self.assertEqual(self.zoo.merged_curve(kept, []), kept)  # no run folder here: the kept points

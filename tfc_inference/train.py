@@ -249,6 +249,7 @@ def _train(opts: TrainOptions) -> Path:
     manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=2)
 
     init_notes: List[str] = []
+    continued_from: Dict[str, Any] = {}
     if has_ckpt and opts.resume:
         try:
             ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
@@ -271,15 +272,21 @@ def _train(opts: TrainOptions) -> Path:
                                     f"got {opts.initial_step}")
             step.assign(opts.initial_step)
             print(f"continuing at step {opts.initial_step} (fresh optimizer state)")
+            source_training = zoo.read_info(opts.init_from).get("training", {})
+            if source_training.get("steps") == opts.initial_step:  # continuing that export: carry its history
+                cpu_seconds.assign(3600.0 * float(source_training.get("cpu_hours", 0.0)))
+                continued_from = {"init_from": source_training.get("init_from"),
+                                  "continued_from": f"{opts.init_from} (step {opts.initial_step})"}
     elif opts.initial_step:
         raise TrainingError("--initial-step continues the weights of --init-from; give --init-from too")
     run_info = dataclasses.asdict(opts)
-    run_info.update(num_training_images=len(sampler.images), init_notes=init_notes)
+    run_info.update(num_training_images=len(sampler.images), init_notes=init_notes, **continued_from)
     if has_ckpt and opts.resume:  # where the run's weights started is the first invocation's to say
         try:
             with open(work / "run.json") as f:
                 first = json.load(f)
-            run_info.update({k: first[k] for k in ("init_from", "initial_step", "init_notes") if k in first})
+            run_info.update({k: first[k] for k in ("init_from", "initial_step", "init_notes", "continued_from")
+                             if k in first})
         except (OSError, ValueError):
             pass
     with open(work / "run.json", "w") as f:
@@ -393,6 +400,8 @@ def _train(opts: TrainOptions) -> Path:
     training["data"] = [str(d) for d in opts.data]
     training["cpu_hours"] = round(float(cpu_seconds.numpy()) / 3600.0, 3)
     training["run"] = str(work)  # which run (folder) these weights came from
+    if run_info.get("continued_from"):
+        training["continued_from"] = run_info["continued_from"]
     out = zoo.save_checkpoint(model, Path(opts.output) / opts.name, training=training, evaluation=evaluation)
     print(f"exported {out}")
     return out
