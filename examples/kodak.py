@@ -3,6 +3,7 @@
     python examples/kodak.py --list                 # what is done, what remains, and an ETA from the cache
     python examples/kodak.py                        # run everything not yet in the caches, then write the report
     python examples/kodak.py --report-only          # just the report from the caches
+    python examples/kodak.py --count 6 --report-only  # the report of the first 6 images (-> <out>/first-6-images/)
 
 Stages (each skips every run already in its cache, so a killed run continues where it stopped):
 
@@ -136,6 +137,21 @@ def stages(models: List[Dict], paths: Sequence[str], args) -> List[tuple]:
     return out
 
 
+def image_major(plan: List[tuple], block: int) -> List[tuple]:
+    """The plan's runs reordered image by image: the amortized stages first (they are quick), then for each block
+    of ``block`` images (one per worker) every main-curve model, then every ablation model. Progress that stops
+    part-way then covers the first images at *every* lambda, which is what the curves and BD-rates of the first
+    N images need (``--count N --report-only``), instead of all images of the first few lambdas."""
+    out = [s for s in plan if s[0] == "amortized"]
+    for kind in ("main", "ablation"):
+        of_kind = [s for s in plan if s[0] == kind]
+        longest = max((len(s[3]) for s in of_kind), default=0)
+        for start in range(0, longest, block):
+            out += [(stage, name, methods, paths[start:start + block])
+                    for stage, name, methods, paths in of_kind if paths[start:start + block]]
+    return out
+
+
 def _estimate_seconds(records: List[Dict], model: str, method: str, iterations: int) -> Optional[float]:
     """Seconds per megapixel of one (image, method) run: seconds per iteration from the cache times the
     iterations, plus the run's other time (amortized encoder, coding, decoding); from this model's records if
@@ -204,8 +220,11 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
 
     if args.worker:
         shard = evaluate.parse_shard(args.worker)
-        for stage, name, methods, stage_paths in stages(zoo_models(args.models), paths, args):
-            evaluate.run(zoo.load_model(name), stage_paths, methods, cache, seed=args.seed,
+        loaded = {}
+        for stage, name, methods, stage_paths in image_major(stages(zoo_models(args.models), paths, args), shard[1]):
+            if name not in loaded:
+                loaded[name] = zoo.load_model(name)
+            evaluate.run(loaded[name], stage_paths, methods, cache, seed=args.seed,
                          bbvi_iterations=args.bbvi_iterations, shard=shard, **_iterative_options(args, stage))
         return 0
 
@@ -260,12 +279,15 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
                 sys.exit(f"a worker failed (exit code {code}); rerun to continue from the cache")
             print(f"{args.workers} workers: {time.time() - t0:.0f} s", flush=True)
             plan = []
-        for stage, name, methods, stage_paths in plan:
-            model = zoo.load_model(name)
+        loaded = {}
+        for stage, name, methods, stage_paths in image_major(plan, 1):
+            if name not in loaded:
+                loaded[name] = zoo.load_model(name)
             t0 = time.time()
-            evaluate.run(model, stage_paths, methods, cache, seed=args.seed, bbvi_iterations=args.bbvi_iterations,
-                         **_iterative_options(args, stage))
-            print(f"{stage} {name} {','.join(methods)}: {time.time() - t0:.0f} s", flush=True)
+            evaluate.run(loaded[name], stage_paths, methods, cache, seed=args.seed,
+                         bbvi_iterations=args.bbvi_iterations, **_iterative_options(args, stage))
+            print(f"{stage} {name} {','.join(methods)} {len(stage_paths)} image(s): {time.time() - t0:.0f} s",
+                  flush=True)
     caches = [c for c in (cache, base_cache) if os.path.isfile(c)]
     if not caches:
         sys.exit("no caches yet: nothing to report")
@@ -273,8 +295,22 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
     command = " ".join(["tfc-inference report"] + [f"--cache {c}" for c in rel]
                        + [f"--out {os.path.relpath(out, REPO)}", f"--dataset {args.dataset}"]
                        + ([f"--published {args.published}"] if args.published else []))
-    rep = report.write(report.load_records(caches), out, args.dataset, args.published, caches=rel, command=command)
-    print(f"report: {os.path.relpath(os.path.join(out, 'summary.md'), REPO)} ({len(rep.files)} files); commit the "
+    records = report.load_records(caches)
+    report_out = out
+    if args.count:  # the report of the first N images only (an interim report while the runs go on)
+        names = {os.path.basename(p) for p in paths}
+        records = [r for r in records if r.get("image") in names]
+        report_out = os.path.join(out, f"first-{args.count}-images")
+        script = os.path.abspath(sys.argv[0])
+        invoked = os.path.basename(script) in ("kodak.py", "tecnick.py")  # else called as a function (tests)
+        words = sys.argv[1:] if invoked else argv
+        words = [w for w in words if w not in ("--report-only", "--list")] + ["--report-only"]
+        command = " ".join(["python", os.path.relpath(script, REPO) if invoked else "examples/kodak.py"] + words)
+    label, published = args.dataset, args.published
+    if args.count:  # another image set than the published curves': shown for scale, never anchors
+        label, published = f"{args.dataset} (first {len(paths)} images)", args.published or args.dataset
+    rep = report.write(records, report_out, label, published, caches=rel, command=command)
+    print(f"report: {os.path.relpath(os.path.join(report_out, 'summary.md'), REPO)} ({len(rep.files)} files); commit the "
           f"caches ({', '.join(rel)}) so that progress survives a change of machine")
     return 0
 

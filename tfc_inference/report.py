@@ -709,6 +709,12 @@ def _fmt(v, spec=".4f") -> str:
     return format(v, spec)
 
 
+def _pct(v) -> str:
+    """A signed percentage, or '-' where there is none."""
+    text = _fmt(v, "+.1f")
+    return text if text == "-" else text + "%"
+
+
 def _write_csv(path: str, rows: List[Dict[str, Any]]) -> None:
     fields = []
     for r in rows:
@@ -836,8 +842,7 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, paper, figures, ca
             continue
         L.append(f"| {r['curve']} | {r['model']} | {_fmt(r['lmbda'], 'g')} | {r['images']} | {_fmt(r['bpp'])} | "
                  f"{_fmt(r['estimated_bpp'])} | {_fmt(r['psnr'], '.2f')} | {_fmt(r['ms_ssim'], '.4f')} | "
-                 f"{_fmt(r['rate_vs_bpg_equal_psnr_pct'], '+.1f')}% | "
-                 f"{_fmt(r['rate_vs_jpeg2000_equal_psnr_pct'], '+.1f')}% |")
+                 f"{_pct(r['rate_vs_bpg_equal_psnr_pct'])} | {_pct(r['rate_vs_jpeg2000_equal_psnr_pct'])} |")
     L.append("\n(`rate vs X at equal PSNR`: the point's bpp over X's bpp interpolated at the point's PSNR, minus 1; "
              "'-' outside X's range. Live baseline points: `points.csv`.)\n")
     # BD table
