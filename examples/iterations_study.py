@@ -139,7 +139,8 @@ def main() -> int:
     models = args.models.split(",")
     records = run_all(models, paths, os.path.join(args.out, "cache.jsonl"), args.eval_every,
                       args.only.split(",") if args.only else None, args.report_only)
-    report(records, models, paths, args)
+    # records carry the model's name (config.json), also when --models gave checkpoint folders
+    report(records, [zoo.read_info(m)["name"] for m in models], paths, args)
     return 0
 
 
@@ -282,7 +283,7 @@ def report(records: Dict[str, List[dict]], models: List[str], paths: List[str], 
              f"{', '.join(os.path.basename(p) for p in paths)} from `{args.images}`; every run really compresses "
              f"and decompresses; true R-D loss (file bits, decoded image) every {args.eval_every} steps. Machine: "
              f"{machine}; s/step is wall clock and depends on what else ran (see the notes below).",
-             f"Regenerate from the cache: `python examples/iterations_study.py --models {','.join(models)} "
+             f"Regenerate from the cache: `python examples/iterations_study.py --models {args.models} "
              f"--images {args.images} --count {args.count}{f' --names {args.names}' if args.names else ''}"
              f"{f' --crop {args.crop}' if args.crop else ''} "
              f"--out {args.out} --report-only`.", "", "## All models", ""]
