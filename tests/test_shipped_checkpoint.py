@@ -58,3 +58,20 @@ class ShippedCheckpointTest(helpers.TestCase):
         self.assertLess(sga.estimated_bpp + sga.lmbda * sga.mse,
                         amortized.estimated_bpp + amortized.lmbda * amortized.mse)
         self.assertAllEqual(codec.decompress(sga.data), sga.reconstruction)
+
+
+class EveryShippedModelTest(helpers.TestCase):
+    """Every model ``tfc-inference models`` lists loads and round-trips a Kodak crop through a real file."""
+
+    def test_zoo_has_ten_series_models_that_round_trip(self):
+        image = read_image(tfc_inference.DEMO_IMAGE)[96:224, 256:448]
+        listed = zoo.list_models()
+        series = [m["name"] for m in listed if m["name"].startswith(("hyperprior-mse-", "bitsback-mse-"))]
+        self.assertGreaterEqual(len(series), 10)
+        for info in listed:
+            with self.subTest(model=info["name"]):
+                model = zoo.load_model(info["name"])
+                result = codec.compress(model, image)
+                decoded = codec.decompress(result.data)  # the model found by the name in the file
+                self.assertAllEqual(decoded, result.reconstruction)
+                self.assertGreater(result.psnr, 24.0)
