@@ -234,3 +234,12 @@ def shared_model(kind: str = "hyperprior", trained: bool = False):
         else:
             _SHARED[key] = tiny_model(kind, seed=1)
     return _SHARED[key]
+
+
+def load_example(name: str):
+    """The module of the script ``examples/<name>.py`` (examples are scripts, not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "examples", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,21 +1,11 @@
 """Tests of the Kodak protocol script (examples/kodak.py): the order of its runs."""
-import importlib.util
-import os
-
 from tests import helpers
-
-
-def _load_kodak():
-    spec = importlib.util.spec_from_file_location("kodak", os.path.join(helpers.REPO, "examples", "kodak.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class ImageMajorTest(helpers.TestCase):
 
     def test_every_lambda_of_an_image_before_the_next_image(self):
-        kodak = _load_kodak()
+        kodak = helpers.load_example("kodak")
         images = [f"img{i}.png" for i in range(5)]
         plan = [("amortized", "hp-1", ["amortized"], images), ("amortized", "hp-2", ["amortized"], images),
                 ("main", "hp-1", ["sga"], images), ("main", "hp-2", ["sga"], images),

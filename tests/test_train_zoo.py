@@ -1,7 +1,6 @@
 """Tests of the zoo's training plan (examples/train_zoo.py) with a stand-in for training: which stage trains when,
 from what, in which chunks, and where its weights go."""
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -13,18 +12,11 @@ from unittest import mock
 from tests import helpers
 
 
-def _load_train_zoo():
-    spec = importlib.util.spec_from_file_location("train_zoo", os.path.join(helpers.REPO, "examples", "train_zoo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class TrainZooPlanTest(helpers.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.zoo = _load_train_zoo()
+        self.zoo = helpers.load_example("train_zoo")
         self.root = Path(helpers.fresh_dir("train_zoo"))
         self.checkpoints, self.runs = self.root / "checkpoints", self.root / "runs"
         for stage in self.zoo.plan():  # phase 1 exported, its run folders gone (e.g. another machine)
