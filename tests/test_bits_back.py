@@ -89,6 +89,27 @@ class BitsBackTest(helpers.TestCase):
                     codec.decompress(container.pack(header, streams), self.model)
         with self.assertRaises(CorruptBitstreamError):
             codec.decompress(container.pack(header, [meta[:-9] + b"\xff" * 9, payload]), self.model)
+        with self.assertRaisesRegex(CorruptBitstreamError, "unknown bits-back flags"):
+            codec.decompress(container.pack(header, [meta[:-1] + b"\x03", payload]), self.model)
+        with self.assertRaisesRegex(CorruptBitstreamError, "wrong length"):
+            codec.decompress(container.pack(header, [meta + b"\x00", payload]), self.model)
+
+    def test_side_information_is_whitened_and_files_without_the_flag_still_decode(self):
+        self.assertEqual(bits_back.whiten(bits_back.whiten(b"some text")), b"some text")
+        self.assertNotEqual(bits_back.whiten(b"\0" * 8), b"\0" * 8)
+        side = b"x"  # one byte, padded with zero bytes to a word
+        r = codec.compress(self.model, self.image, method="bb-amortized", side_info=side)
+        header, (meta, payload, _guard) = container.unpack(r.data)
+        self.assertEqual(meta[-1], bits_back.FLAG_WHITENED)
+        self.assertEqual(codec.decompress_details(r.data, self.model).side_info, side)
+        # a file written before the flags byte: unwhitened words on the stack, no flags byte
+        with mock.patch.object(bits_back, "whiten", lambda data: bytes(data)), \
+                mock.patch.object(bits_back, "FLAG_WHITENED", 0):
+            old = codec.compress(self.model, self.image, method="bb-amortized", side_info=side, container_version=1)
+        h1, (meta1, payload1) = container.unpack(old.data)
+        self.assertEqual(meta1[-1], 0)
+        unflagged = container.pack(h1, [meta1[:-1], payload1])
+        self.assertEqual(codec.decompress_details(unflagged, self.model).side_info, side)
 
     def test_needs_a_bits_back_model(self):
         hyperprior = helpers.tiny_model("hyperprior", seed=0, name="tiny-bb-test")
