@@ -90,9 +90,30 @@ class BitsBackTest(helpers.TestCase):
         with self.assertRaises(CorruptBitstreamError):
             codec.decompress(container.pack(header, [meta[:-9] + b"\xff" * 9, payload]), self.model)
         with self.assertRaisesRegex(CorruptBitstreamError, "unknown bits-back flags"):
-            codec.decompress(container.pack(header, [meta[:-1] + b"\x03", payload]), self.model)
+            codec.decompress(container.pack(header, [meta[:-1] + b"\x05", payload]), self.model)
         with self.assertRaisesRegex(CorruptBitstreamError, "wrong length"):
             codec.decompress(container.pack(header, [meta + b"\x00", payload]), self.model)
+
+    def test_a_tail_sample_is_redrawn_and_still_decodes(self):
+        side = b"redraw me"
+        calls = []
+
+        def tail_once(z_k, mean, std):  # the first draw "fell in q's tail", the second did not
+            calls.append(1)
+            return 1 if len(calls) == 1 else 0
+
+        with mock.patch.object(bits_back, "_tail_elements", tail_once):
+            r = codec.compress(self.model, self.image, method="bb-amortized", side_info=side)
+        self.assertEqual(len(calls), 2)
+        header, (meta, payload, _guard) = container.unpack(r.data)
+        self.assertEqual(meta[-2:], bytes([bits_back.FLAG_WHITENED | bits_back.FLAG_NONCE, 1]))
+        self.assertEqual(codec.decompress_details(r.data, self.model).side_info, side)
+        with self.assertRaisesRegex(CorruptBitstreamError, "nonce"):
+            codec.decompress(container.pack(header, [meta[:-1] + b"\x7f", payload]), self.model)
+        # a real tail element is counted: 9 standard deviations of q beyond its grid cell
+        z_k = np.zeros([1, 1, 1, 2], np.int64)
+        mean = np.array([0.0, 0.125 + 9 * 0.01], np.float32).reshape(z_k.shape)
+        self.assertEqual(bits_back._tail_elements(z_k, mean, np.full(z_k.shape, 0.01)), 1)
 
     def test_side_information_is_whitened_and_files_without_the_flag_still_decode(self):
         self.assertEqual(bits_back.whiten(bits_back.whiten(b"some text")), b"some text")
@@ -103,8 +124,9 @@ class BitsBackTest(helpers.TestCase):
         self.assertEqual(meta[-1], bits_back.FLAG_WHITENED)
         self.assertEqual(codec.decompress_details(r.data, self.model).side_info, side)
         # a file written before the flags byte: unwhitened words on the stack, no flags byte
-        with mock.patch.object(bits_back, "whiten", lambda data: bytes(data)), \
-                mock.patch.object(bits_back, "FLAG_WHITENED", 0):
+        with mock.patch.object(bits_back, "whiten", lambda data, nonce=0: bytes(data)), \
+                mock.patch.object(bits_back, "FLAG_WHITENED", 0), \
+                mock.patch.object(bits_back, "_tail_elements", lambda *args: 0):
             old = codec.compress(self.model, self.image, method="bb-amortized", side_info=side, container_version=1)
         h1, (meta1, payload1) = container.unpack(old.data)
         self.assertEqual(meta1[-1], 0)

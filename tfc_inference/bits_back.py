@@ -33,9 +33,10 @@ decoder) and reports that the side information cannot be recovered.
 
 Container streams of a bits-back file: ``[meta, ans_words]`` with meta = varints (side information bytes, pad
 words, BBVI iterations, seed, zigzag(min y), max y - min y), the BBVI learning rate (float32), the q checksum
-(4 bytes) and a flags byte (bit 0: the side information is whitened, XORed with a fixed SHAKE-256 keystream
-before it goes on the stack, so that any payload, text or zeros too, samples z fairly; files written before the
-flags byte have none and are read as unwhitened).  Coding ranges are tight because constriction gives every symbol in range a minimum probability:
+(4 bytes), a flags byte (bit 0: the side information is whitened, XORed with a SHAKE-256 keystream before it
+goes on the stack, so that any payload, text or zeros too, samples z fairly; bit 1: a varint nonce follows, the
+keystream's nonce when the encoder redrew a z sample that fell in q's far tail) and the nonce. Files written
+before the flags byte have none and are read as unwhitened.  Coding ranges are tight because constriction gives every symbol in range a minimum probability:
 y over [min y, max y] of the image, z (under both Q and P) over each channel's prior support, which also
 guarantees that every z sampled from Q can be coded under P.
 """
@@ -60,20 +61,30 @@ SYMBOL_MIN, SYMBOL_MAX = -(1 << 15), (1 << 15) - 1
 BB_METHODS = ("sga+bb", "bb-no-sga", "bb-amortized")
 DEFAULT_BBVI_LR = 0.003
 PAD_SEED = 0x5EED
+#: Bits that must remain on the stack after sampling z (below it, the sample drew on an exhausted stack).
+MIN_VALID_BITS = 64
 #: Flags byte at the end of the metadata (absent in files written before it: no flag set).
 FLAG_WHITENED = 0x01
+#: Flag: a varint nonce follows the flags byte (the keystream that whitened the side information).
+FLAG_NONCE = 0x02
+#: Redraws of a z sample that fell in q's far tail (see :func:`encode`).
+MAX_NONCE = 15
+#: A z element this many standard deviations of q from its grid cell is a draw from the coder's floor
+#: probability, not from q (a Gaussian sample lands there with probability ~1e-15).
+TAIL_SIGMAS = 8.0
 _WHITENING_KEY = b"tfc_inference bits-back side information"
 
 
-def whiten(data: bytes) -> bytes:
-    """XOR with a fixed keystream (SHAKE-256 of a constant, the same everywhere); its own inverse.
+def whiten(data: bytes, nonce: int = 0) -> bytes:
+    """XOR with a fixed keystream (SHAKE-256 of a constant and ``nonce``, the same everywhere); its own inverse.
 
     Bits-back decodes z *from* the side information, so z is a fair sample of q only if those bits look
     uniformly random. Text, zeros or a short payload padded with zero bytes do not: decoded as they are, they
     pick z from one end of q and cost bits (a 1-byte payload once cost ~1,500 bytes on a Kodak image)."""
     if not data:
         return b""
-    key = np.frombuffer(hashlib.shake_256(_WHITENING_KEY).digest(len(data)), np.uint8)
+    seed = _WHITENING_KEY + (b"#%d" % nonce if nonce else b"")
+    key = np.frombuffer(hashlib.shake_256(seed).digest(len(data)), np.uint8)
     return (np.frombuffer(data, np.uint8) ^ key).tobytes()
 
 
@@ -91,6 +102,12 @@ def _gaussian_model(lo: int, hi: int):
     its smallest representable probability, so ranges are kept tight (per image for y, per channel for z):
     the mass leaked to the tails grows with the range's size."""
     return _constriction().stream.model.QuantizedGaussian(int(lo), int(hi))
+
+
+def _tail_elements(z_k, mean, std) -> int:
+    """How many z elements lie more than :data:`TAIL_SIGMAS` standard deviations of q from their grid cell."""
+    gap = np.maximum(0.0, np.abs(z_k * Z_GRID - mean.astype(np.float64)) - Z_GRID / 2)
+    return int(np.sum(gap > TAIL_SIGMAS * std))
 
 
 def _pop_q(ans, table, mean, std):
@@ -336,16 +353,30 @@ def encode(model, x_padded: tf.Tensor, valid_shape, method: str, side_info: Opti
 
     # side information -> words at the top of the stack, pad words below them if it is too short
     nbytes = len(side_info)
-    words = np.frombuffer(whiten(side_info + b"\0" * (-nbytes % 4)), dtype="<u4").astype(np.uint32)
+    padded_side = side_info + b"\0" * (-nbytes % 4)
     entropy_bits = np.sum(np.maximum(0.0, 0.5 * np.log2(2 * math.pi * math.e * (std / Z_GRID) ** 2 + 1.0)))
     needed_words = int(math.ceil((1.25 * entropy_bits + 256) / 32))
-    pad_words = max(0, needed_words - len(words))
-    pad = np.random.default_rng(PAD_SEED).integers(0, 1 << 32, size=pad_words, dtype=np.uint64).astype(np.uint32)
-    ans = c.stream.stack.AnsCoder(np.concatenate([pad, words]).astype(np.uint32), seal=True)
-    initial_bits = 32 * (pad_words + len(words))
-
-    # bits back: sample z from q by decoding
-    z_k = _pop_q(ans, table, mean, std)
+    nonce = 0
+    while True:
+        words = np.frombuffer(whiten(padded_side, nonce), dtype="<u4").astype(np.uint32)
+        pad_words = max(0, needed_words - len(words))
+        pad = np.random.default_rng([PAD_SEED, nonce]).integers(0, 1 << 32, size=pad_words,
+                                                                dtype=np.uint64).astype(np.uint32)
+        ans = c.stream.stack.AnsCoder(np.concatenate([pad, words]).astype(np.uint32), seal=True)
+        initial_bits = 32 * (pad_words + len(words))
+        # bits back: sample z from q by decoding
+        z_k = _pop_q(ans, table, mean, std)
+        # An exhausted stack decodes the lowest symbol forever: z from q's far tail, tens of thousands of bits.
+        # Decoding never adds valid bits, so enough left at the end means the stack never ran dry.
+        if ans.num_valid_bits() < MIN_VALID_BITS:
+            needed_words = int(math.ceil(needed_words * 1.25)) + 8  # a sample that took more than the estimate
+            continue
+        # The coder gives every symbol of a channel's range a floor probability (2^-24 or so), so about one
+        # image in ten draws some z element from q's far tail, which h_s turns into poor y parameters (seen:
+        # +7% file size). Such a sample is redrawn with other stack bits (another whitening nonce).
+        if _tail_elements(z_k, mean, std) == 0 or nonce >= MAX_NONCE:
+            break
+        nonce += 1
     z_hat = tf.constant(z_k * Z_GRID, tf.float32)
     mu, sigma = _y_params(model, z_hat)
     y_int = y_hat.numpy().astype(np.int64).ravel()
@@ -360,7 +391,8 @@ def encode(model, x_padded: tf.Tensor, valid_shape, method: str, side_info: Opti
     compressed = ans.get_compressed().astype("<u4").tobytes()
     meta = (b"".join(encode_varint(v) for v in (nbytes, pad_words, bbvi_iterations, seed, _zigzag(y_lo),
                                                  y_hi - y_lo))
-            + struct.pack(">f", bbvi_learning_rate) + q_checksum(mean, log_var) + bytes([FLAG_WHITENED]))
+            + struct.pack(">f", bbvi_learning_rate) + q_checksum(mean, log_var)
+            + (bytes([FLAG_WHITENED | FLAG_NONCE]) + encode_varint(nonce) if nonce else bytes([FLAG_WHITENED])))
 
     bits_y = float(model.bits_y(y_hat, *model.y_prior_params(z_hat))[0])
     bits_z = table.bits(z_k[0])
@@ -394,13 +426,22 @@ def decode(model, streams, y_shape) -> BitsBackDecoded:
     y_lo = _unzigzag(y_lo)
     if y_lo < SYMBOL_MIN or y_lo + y_range > SYMBOL_MAX or y_range < 1:
         raise CorruptBitstreamError("implausible latent range")
-    if len(meta) not in (pos + 8, pos + 9):  # files written before the flags byte end at the checksum
+    if len(meta) < pos + 8:
         raise CorruptBitstreamError("bits-back metadata has the wrong length")
     bbvi_lr = struct.unpack(">f", meta[pos:pos + 4])[0]
     checksum = meta[pos + 4:pos + 8]
-    flags = meta[pos + 8] if len(meta) == pos + 9 else 0
-    if flags & ~FLAG_WHITENED:
-        raise CorruptBitstreamError(f"unknown bits-back flags {flags:#04x} (a newer version wrote this file?)")
+    pos += 8
+    flags, nonce = 0, 0  # files written before the flags byte end at the checksum
+    if pos < len(meta):
+        flags, pos = meta[pos], pos + 1
+        if flags & ~(FLAG_WHITENED | FLAG_NONCE):
+            raise CorruptBitstreamError(f"unknown bits-back flags {flags:#04x} (a newer version wrote this file?)")
+        if flags & FLAG_NONCE:
+            nonce, pos = _read_varint(meta, pos)
+            if not 0 < nonce <= MAX_NONCE:
+                raise CorruptBitstreamError("implausible bits-back nonce")
+    if pos != len(meta):
+        raise CorruptBitstreamError("bits-back metadata has the wrong length")
     if len(payload) % 4 or not payload:
         raise CorruptBitstreamError("bits-back payload is not a whole number of 32-bit words")
     if bbvi_iterations > 100_000 or not (0 < bbvi_lr < 1):
@@ -443,5 +484,5 @@ def decode(model, streams, y_shape) -> BitsBackDecoded:
     if len(side) < nbytes:
         return BitsBackDecoded(y_hat, z_hat, None, "side information is shorter than recorded")
     if flags & FLAG_WHITENED:
-        side = whiten(side)
+        side = whiten(side, nonce)
     return BitsBackDecoded(y_hat, z_hat, side[:nbytes], None)
