@@ -79,8 +79,8 @@ def whiten(data: bytes, nonce: int = 0) -> bytes:
     """XOR with a fixed keystream (SHAKE-256 of a constant and ``nonce``, the same everywhere); its own inverse.
 
     Bits-back decodes z *from* the side information, so z is a fair sample of q only if those bits look
-    uniformly random. Text, zeros or a short payload padded with zero bytes do not: decoded as they are, they
-    pick z from one end of q and cost bits (a 1-byte payload once cost ~1,500 bytes on a Kodak image)."""
+    uniformly random. Text, zeros or a payload padded with zero bytes do not: decoded as they are, they bias
+    the sample of z and so cost bits."""
     if not data:
         return b""
     seed = _WHITENING_KEY + (b"#%d" % nonce if nonce else b"")
