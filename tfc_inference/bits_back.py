@@ -36,7 +36,8 @@ words, BBVI iterations, seed, zigzag(min y), max y - min y), the BBVI learning r
 (4 bytes), a flags byte (bit 0: the side information is whitened, XORed with a SHAKE-256 keystream before it
 goes on the stack, so that any payload, text or zeros too, samples z fairly; bit 1: a varint nonce follows, the
 keystream's nonce when the encoder redrew a z sample that fell in q's far tail) and the nonce. Files written
-before the flags byte have none and are read as unwhitened.  Coding ranges are tight because constriction gives every symbol in range a minimum probability:
+before the flags byte have none and are read as unwhitened.  Coding ranges are tight because constriction gives
+every symbol in range a minimum probability:
 y over [min y, max y] of the image, z (under both Q and P) over each channel's prior support, which also
 guarantees that every z sampled from Q can be coded under P.
 """
