@@ -22,6 +22,7 @@ A run with fewer ``--iterations`` than 2000 is recorded as its own curve (the re
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import statistics
@@ -205,6 +206,8 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv, dataset, images, ablation_count, published)
     from tfc_inference import baselines, evaluate, report, zoo
+    # the runs go image by image across the models: load each model once and keep it (they are small)
+    load_model = functools.lru_cache(maxsize=None)(zoo.load_model)
     if args.workers < 1:
         sys.exit(f"--workers must be at least 1, got {args.workers}")
     from tfc_inference.data import list_images
@@ -220,11 +223,8 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
 
     if args.worker:
         shard = evaluate.parse_shard(args.worker)
-        loaded = {}
         for stage, name, methods, stage_paths in image_major(stages(zoo_models(args.models), paths, args), shard[1]):
-            if name not in loaded:
-                loaded[name] = zoo.load_model(name)
-            evaluate.run(loaded[name], stage_paths, methods, cache, seed=args.seed,
+            evaluate.run(load_model(name), stage_paths, methods, cache, seed=args.seed,
                          bbvi_iterations=args.bbvi_iterations, shard=shard, **_iterative_options(args, stage))
         return 0
 
@@ -279,12 +279,9 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
                 sys.exit(f"a worker failed (exit code {code}); rerun to continue from the cache")
             print(f"{args.workers} workers: {time.time() - t0:.0f} s", flush=True)
             plan = []
-        loaded = {}
         for stage, name, methods, stage_paths in image_major(plan, 1):
-            if name not in loaded:
-                loaded[name] = zoo.load_model(name)
             t0 = time.time()
-            evaluate.run(loaded[name], stage_paths, methods, cache, seed=args.seed,
+            evaluate.run(load_model(name), stage_paths, methods, cache, seed=args.seed,
                          bbvi_iterations=args.bbvi_iterations, **_iterative_options(args, stage))
             print(f"{stage} {name} {','.join(methods)} {len(stage_paths)} image(s): {time.time() - t0:.0f} s",
                   flush=True)
