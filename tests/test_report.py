@@ -1,5 +1,6 @@
 """Tests of the report: BD-rates, per-image aggregation, CompressAI layout, written files, CLI errors."""
 import contextlib
+import csv
 import io
 import json
 import os
@@ -184,6 +185,26 @@ class WriteTest(helpers.TestCase):
         loaded = baselines.load_compressai_json(os.path.join(out, "compressai",
                                                              "hyperprior-mse_sga_20its_improved_lr0.005.json"))
         self.assertEqual(loaded["results"]["psnr-rgb"], data["results"]["psnr-rgb"])
+
+    def test_rate_gap_splits_container_bytes_from_coder_overhead(self):
+        recs = _curve_records(LAMBDAS, IMAGES[:1])
+        for r in recs:  # 1,000 pixels; 40 bits of container around the streams; estimate = 0.99 x rate
+            r.update(height=10, width=100, payload_bits=r["bits"] - 40)
+        out = helpers.fresh_dir("report_gap")
+        report.write(recs, out, "kodak", caches=["cache.jsonl"])
+        with open(os.path.join(out, "rate_gap.csv")) as f:
+            (row,) = list(csv.DictReader(f))
+        container = np.mean([100 * 0.040 / (0.99 * r["bpp"]) for r in recs])
+        coder = np.mean([100 * (r["bpp"] - 0.040 - 0.99 * r["bpp"]) / (0.99 * r["bpp"]) for r in recs])
+        self.assertNear(float(row["mean_container_pct"]), container, 1e-6)
+        self.assertNear(float(row["mean_coder_pct"]), coder, 1e-6)
+        self.assertNear(float(row["mean_container_pct"]) + float(row["mean_coder_pct"]),
+                        float(row["mean_gap_pct"]), 1e-6)
+        # records without payload_bits (older caches) leave the split empty instead of guessing
+        report.write(_curve_records(LAMBDAS, IMAGES[:1]), out, "kodak", caches=["cache.jsonl"])
+        with open(os.path.join(out, "rate_gap.csv")) as f:
+            (row,) = list(csv.DictReader(f))
+        self.assertEqual(row["mean_coder_pct"], "")
 
     def test_cli_report_and_errors(self):
         cache = self._cache(_curve_records(LAMBDAS[:2], IMAGES))
