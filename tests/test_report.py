@@ -175,6 +175,10 @@ class WriteTest(helpers.TestCase):
         with open(os.path.join(out, "summary.md")) as f:
             summary = f.read()
         self.assertIn("**Not yet run:** SGA+BB [M2]", summary)
+        # where each curve was measured: _record sets no machine, so every record counts as "not recorded"
+        machines = {r["curve"]: r for r in report.machines_table(rep)}
+        self.assertEqual(machines["M1 SGA [hyperprior-mse, 20 its]"]["records"], len(LAMBDAS) * len(IMAGES))
+        self.assertIn("| M1 SGA [hyperprior-mse, 20 its] | not recorded | ? x ? | 15 | 0.010 |", summary)
         self.assertIn("-15.2%", summary)
         with open(os.path.join(out, "compressai", "hyperprior-mse_sga_20its_improved_lr0.005.json")) as f:
             data = json.load(f)

@@ -540,6 +540,23 @@ def _records_of(rep: Report, c: Curve) -> List[Dict[str, Any]]:
     return rep._records_by_curve.get(c.id, []) if hasattr(rep, "_records_by_curve") else []
 
 
+def machines_table(rep: Report) -> List[Dict[str, Any]]:
+    """Per curve and machine: how many records were measured there, with which TF threads x workers, and their
+    mean seconds per iteration (iterative methods) and per encode."""
+    rows = []
+    for c in rep.ours.values():
+        groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+        for r in _records_of(rep, c):
+            setup = f"{r.get('tf_threads', '?')} x {r.get('workers', '?')}"
+            groups.setdefault((r.get("machine") or "not recorded", setup), []).append(r)
+        for (machine, setup), recs in sorted(groups.items()):
+            its = [r["seconds_per_iteration"] for r in recs if r.get("seconds_per_iteration")]
+            rows.append(OrderedDict(curve=c.label, machine=machine, threads_x_workers=setup, records=len(recs),
+                                    seconds_per_iteration=float(np.mean(its)) if its else None,
+                                    encode_seconds=_mean([r.get("encode_seconds") for r in recs])))
+    return rows
+
+
 def _loss(rep: Report, c: Curve, point: Dict[str, Any], images: Sequence[str]) -> Optional[float]:
     """Mean over the images of rate + lambda * MSE (real rate) of one point."""
     recs = [r for r in _records_of(rep, c) if r.get("model") == point.get("model") and r["image"] in images]
@@ -846,6 +863,14 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, paper, figures, ca
     if missing:
         L.append(f"- **Not yet run:** {', '.join(missing)}.")
     L.append("")
+    L.append("## Where it was measured\n")
+    L.append("| curve | machine | TF threads x workers | records | s / iteration | encode s |")
+    L.append("|---|---|---|---:|---:|---:|")
+    for r in machines_table(rep):
+        L.append(f"| {r['curve']} | {r['machine']} | {r['threads_x_workers']} | {r['records']} | "
+                 f"{_fmt(r['seconds_per_iteration'], '.3f')} | {_fmt(r['encode_seconds'], '.1f')} |")
+    L.append("\n(Records of several processes sharing one machine's cores run slower per process; timings are "
+             "comparable only within one row.)\n")
     # points
     L.append("## Points (ours)\n")
     L.append("| curve | model | lambda | images | bpp | est. bpp | PSNR dB | MS-SSIM | rate vs BPG at equal PSNR "
@@ -921,7 +946,9 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, paper, figures, ca
                  "net of side information and of the bits got back). *Container*: header, guard stream "
                  "(entropy-model and latent checksums, pinned scale indexes), length fields and CRC-32; *coder*: "
                  "the rest, the entropy coder's own overhead. Percentages are per-image means relative to the "
-                 "estimate.)")
+                 "estimate. A negative coder share means the file beat the estimate: -log2 p has no floor, while "
+                 "the coder's tables code far-tail values with a bounded escape code, so a few outliers the "
+                 "amortized encoder leaves (SGA removes them) cost less in the file than in the estimate.)")
     else:
         L.append("No learned-codec records.")
     L.append("")
