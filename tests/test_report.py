@@ -179,6 +179,16 @@ class WriteTest(helpers.TestCase):
         machines = {r["curve"]: r for r in report.machines_table(rep)}
         self.assertEqual(machines["M1 SGA [hyperprior-mse, 20 its]"]["records"], len(LAMBDAS) * len(IMAGES))
         self.assertIn("| M1 SGA [hyperprior-mse, 20 its] | not recorded | ? x ? | 15 | 0.010 |", summary)
+        # per image: SGA's rate is 0.9x at the same PSNR, so its loss change is known for each image and lambda
+        columns, rows = report.per_image_table(rep)
+        self.assertEqual(columns, ["M1 SGA [hyperprior-mse, 20 its]"])
+        for row in rows:
+            base = [r for r in recs if r["method"] == "amortized" and r["image"] == row["image"]]
+            expect = np.mean([100 * ((0.9 * r["bpp"] + r["lmbda"] * r["mse"]) / (r["bpp"] + r["lmbda"] * r["mse"]) - 1)
+                              for r in base])
+            self.assertNear(row[columns[0]][0], expect, 1e-6)
+            self.assertEqual(row[columns[0]][1], len(LAMBDAS))
+        self.assertIn("per_image.csv", rep.files)
         self.assertIn("-15.2%", summary)
         with open(os.path.join(out, "compressai", "hyperprior-mse_sga_20its_improved_lr0.005.json")) as f:
             data = json.load(f)

@@ -481,8 +481,7 @@ def bd_table(rep: Report) -> List[Dict[str, Any]]:
             ab, ap = anchor.arrays()
             row[f"vs {name}"] = bd_rate(ab, ap, tb, tp, rep.min_points)
         if c.kind == "ours":
-            own = next((o for o in rep.ours.values() if o.key.family == c.key.family and o.key.method == "amortized"
-                        and o.key.iterations == 0), None)
+            own = _own_amortized(rep, c)
             if own is None:
                 row["vs own amortized"] = BD(None, "n/a (no amortized curve)")
             elif own is c:
@@ -538,6 +537,34 @@ def ablation_table(rep: Report) -> List[Dict[str, Any]]:
 
 def _records_of(rep: Report, c: Curve) -> List[Dict[str, Any]]:
     return rep._records_by_curve.get(c.id, []) if hasattr(rep, "_records_by_curve") else []
+
+
+def _own_amortized(rep: Report, c: Curve) -> Optional[Curve]:
+    return next((o for o in rep.ours.values() if o.key.family == c.key.family and o.key.method == "amortized"
+                 and o.key.iterations == 0), None)
+
+
+def per_image_table(rep: Report) -> Tuple[List[str], List[Dict[str, Any]]]:
+    """Per image, the R-D loss change (rate + lambda * MSE, real rates) of each main iterative curve (SGA, SGA+BB)
+    vs its own family's amortized curve, averaged over the lambdas both have for that image.  Returns the
+    curve labels (columns) and one row per image: ``{"image", label: (mean change %, lambdas) or None}``."""
+    columns, by_image = [], OrderedDict((image, OrderedDict(image=image)) for image in rep.images)
+    for c in rep.ours.values():
+        own = _own_amortized(rep, c)
+        if c.key.method not in ("sga", "sga+bb") or own is None:
+            continue
+        columns.append(c.label)
+        anchor = {(r.get("model"), r["image"]): r for r in _records_of(rep, own)}
+        changes = defaultdict(list)
+        for r in _records_of(rep, c):
+            a = anchor.get((r.get("model"), r["image"]))
+            if a is not None and r.get("lmbda") is not None:
+                la, lr = rate(a) + a["lmbda"] * a["mse"], rate(r) + r["lmbda"] * r["mse"]
+                changes[r["image"]].append(100.0 * (lr / la - 1.0))
+        for image, row in by_image.items():
+            v = changes.get(image)
+            row[c.label] = (float(np.mean(v)), len(v)) if v else None
+    return columns, list(by_image.values())
 
 
 def machines_table(rep: Report) -> List[Dict[str, Any]]:
@@ -757,8 +784,8 @@ def write(records: Sequence[Dict[str, Any]], out_dir: str, dataset: str = "kodak
           min_points: int = DEFAULT_MIN_POINTS, allow_partial: bool = False, caches: Sequence[str] = (),
           command: str = "", published_root: Optional[str] = None) -> Report:
     """Builds the report and writes it to ``out_dir``: ``summary.md``, ``points.csv``, ``bd_rates.csv``,
-    ``ablation.csv``, ``rate_gap.csv``, ``paper_savings.csv``, ``rd.png``, ``rd_msssim.png``, ``bd_vs_bpg.png``,
-    ``ablation.png`` and ``compressai/<curve>.json``; returns the :class:`Report` (``files``: what was written)."""
+    ``ablation.csv``, ``per_image.csv``, ``rate_gap.csv``, ``paper_savings.csv``, ``rd.png``, ``rd_msssim.png``,
+    ``bd_vs_bpg.png``, ``ablation.png`` and ``compressai/<curve>.json``; returns the :class:`Report` (``files``: what was written)."""
     rep = build(records, dataset, published, min_points, allow_partial, published_root)
     _attach_records(rep, records)
     os.makedirs(out_dir, exist_ok=True)
@@ -806,6 +833,9 @@ def write(records: Sequence[Dict[str, Any]], out_dir: str, dataset: str = "kodak
                 row["mean_coder_pct"] = float(np.mean([100 * (a - h - b) / b for a, b, h in est]))
             gap_rows.append(row)
     _write_csv(out("rate_gap.csv"), gap_rows)
+    columns, image_rows = per_image_table(rep)
+    _write_csv(out("per_image.csv"), [OrderedDict([("image", r["image"])] + [
+        (f"{col} loss change %", None if r[col] is None else r[col][0]) for col in columns]) for r in image_rows])
     paper = paper_savings(published_root)
     _write_csv(out("paper_savings.csv"), [OrderedDict(r) for r in paper])
     # curves in CompressAI's layout
@@ -930,6 +960,16 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, paper, figures, ca
         L.append("No ablation runs in the cache yet.")
     L.append("")
     # rate gap
+    columns, image_rows = per_image_table(rep)
+    if columns:
+        L.append("## Per image: R-D loss change vs the own amortized curve\n")
+        L.append("| image | " + " | ".join(columns) + " |")
+        L.append("|---|" + "---:|" * len(columns))
+        for r in image_rows:
+            cells = [("-" if r[col] is None else f"{r[col][0]:+.1f}% ({r[col][1]})") for col in columns]
+            L.append(f"| {r['image']} | " + " | ".join(cells) + " |")
+        L.append("\n(rate + lambda * MSE with real rates, the change averaged over the lambdas in brackets; how "
+                 "much iterative inference gains varies from image to image.)\n")
     L.append("## File size vs estimated rate\n")
     if gap_rows:
         L.append("| curve | records | mean rate bpp | mean estimated bpp | mean gap bpp | mean gap | "
@@ -957,6 +997,6 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, paper, figures, ca
         for name, what in figures:
             L.append(f"- [{what}]({name})")
         L.append("")
-    L.append("Files: `points.csv`, `bd_rates.csv`, `ablation.csv`, `rate_gap.csv`, `paper_savings.csv`, "
-             "`compressai/*.json` (CompressAI's results layout).")
+    L.append("Files: `points.csv`, `bd_rates.csv`, `ablation.csv`, `per_image.csv`, `rate_gap.csv`, "
+             "`paper_savings.csv`, `compressai/*.json` (CompressAI's results layout).")
     return "\n".join(L) + "\n"
