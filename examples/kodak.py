@@ -181,20 +181,31 @@ def _megapixels(path: str) -> float:
         return img.width * img.height / 1e6
 
 
+def _cpu(machine: Optional[str]) -> str:
+    """CPU model and cores of a record's machine (the kernel release differs between sessions of one machine)."""
+    return (machine or "").rsplit(",", 1)[0]
+
+
 def timing_records(cache: str) -> List[Dict]:
     """Records of the other caches under examples/results/ made on this kind of machine (timings for the ETA)."""
     from tfc_inference.evaluate import load_cache, machine_description
-    def cpu(machine):  # CPU model and cores; the kernel release differs between sessions of the same machine
-        return (machine or "").rsplit(",", 1)[0]
-
-    here = cpu(machine_description())
+    here = _cpu(machine_description())
     results = os.path.join(REPO, "examples", "results")
     out = []
     for folder in sorted(os.listdir(results)) if os.path.isdir(results) else []:
         path = os.path.join(results, folder, "cache.jsonl")
         if os.path.isfile(path) and os.path.abspath(path) != os.path.abspath(cache):
-            out += [r for r in load_cache(path) if cpu(r.get("machine")) == here and "fingerprint" in r]
+            out += [r for r in load_cache(path) if _cpu(r.get("machine")) == here and "fingerprint" in r]
     return out
+
+
+def estimate_run_seconds(records: List[Dict], machine: str, model: str, method: str,
+                         iterations: int) -> Optional[float]:
+    """:func:`_estimate_seconds` from the records made on ``machine``'s CPU if they time this method, else from
+    all records (the machine can change between sessions, and CPUs differ by 1.5x here)."""
+    here = [r for r in records if _cpu(r.get("machine")) == _cpu(machine)]
+    sec = _estimate_seconds(here, model, method, iterations)
+    return sec if sec is not None else _estimate_seconds(records, model, method, iterations)
 
 
 def _hours(seconds: float) -> str:
@@ -243,6 +254,7 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
         print(f"  baselines ({', '.join(codecs)}): {len(paths) * sum(len(c.levels) for c in codecs.values()) - todo_b}"
               f" done, {todo_b} to do" + (" (skipped)" if args.skip_baselines else ""))
         total_eta, unknown = 0.0, []
+        machine = evaluate.machine_description()
         loaded = {}
         for stage, name, methods, stage_paths in plan:
             if name not in loaded:
@@ -252,7 +264,7 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
                                           **_iterative_options(args, stage))
             eta = 0.0
             for job in jobs:
-                sec = _estimate_seconds(timings, name, job[1], job[2])
+                sec = estimate_run_seconds(timings, machine, name, job[1], job[2])
                 if sec is None:
                     unknown.append(job[1])
                 else:
@@ -265,8 +277,9 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
             print(f"  ablation: no zoo model with a lambda in {args.ablation_lambdas} (--ablation-lambdas)")
         note = f" (+ {len(unknown)} runs of {', '.join(sorted(set(unknown)))} without timings in the cache)" \
             if unknown else ""
-        print(f"ETA of what remains: ~{_hours(total_eta)}{note}; estimated from the cache's seconds per iteration "
-              f"on this machine")
+        print(f"ETA of what remains: ~{_hours(total_eta)} of run time{note}, ~{_hours(total_eta / args.workers)} "
+              f"with --workers {args.workers} (if the cached runs took as long with as many workers); estimated "
+              f"from the caches' seconds per iteration, this machine's where it has some")
         if args.list:
             return 0
         os.makedirs(out, exist_ok=True)

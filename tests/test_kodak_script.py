@@ -1,4 +1,4 @@
-"""Tests of the Kodak protocol script (examples/kodak.py): the order of its runs."""
+"""Tests of the Kodak protocol script (examples/kodak.py): the order of its runs, its ETA."""
 from tests import helpers
 
 
@@ -24,3 +24,24 @@ class ImageMajorTest(helpers.TestCase):
             self.assertEqual(max(i for i, s in enumerate(ordered) if s[0] == "main") + 1,
                              min(i for i, s in enumerate(ordered) if s[0] == "ablation"))
             self.assertEqual(sorted(p for s in ordered if s[0] == "ablation" for p in s[3]), images[:3])
+
+
+class EtaTest(helpers.TestCase):
+
+    def _rec(self, machine, spi, model="hp-1", method="sga", iterations=100):
+        # 0.5 megapixels; 10 s outside the iterations
+        return dict(model=model, method=method, machine=machine, height=500, width=1000, iterations=iterations,
+                    seconds_per_iteration=spi, encode_seconds=spi * iterations + 8.0, decode_seconds=2.0)
+
+    def test_this_machines_timings_first_then_any(self):
+        kodak = helpers.load_example("kodak")
+        fast, slow = "AMD EPYC, 2 cores, Linux 6.1-a", "Intel Xeon, 2 cores, Linux 6.1-b"
+        recs = [self._rec(fast, 0.1), self._rec(slow, 0.3)]
+        # per megapixel: 2000 iterations x spi / 0.5 MP + 10 s / 0.5 MP; the kernel release does not matter
+        self.assertNear(kodak.estimate_run_seconds(recs, "Intel Xeon, 2 cores, Linux 6.2-c", "hp-1", "sga", 2000),
+                        2000 * 0.3 / 0.5 + 20.0, 1e-6)
+        self.assertNear(kodak.estimate_run_seconds(recs, fast, "hp-1", "sga", 2000), 2000 * 0.1 / 0.5 + 20.0, 1e-6)
+        # a machine with no timing of this method falls back to every record (the median of both)
+        self.assertNear(kodak.estimate_run_seconds(recs, "Other CPU, 2 cores, Linux", "hp-1", "sga", 2000),
+                        2000 * 0.2 / 0.5 + 20.0, 1e-6)
+        self.assertIsNone(kodak.estimate_run_seconds(recs, fast, "hp-1", "map", 2000))
