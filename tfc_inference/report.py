@@ -528,8 +528,8 @@ def ablation_table(rep: Report) -> List[Dict[str, Any]]:
                 lq = _loss(rep, base_all, q, common)
                 if lp is not None and lq:
                     changes.append((p["lmbda"], 100.0 * (lp / lq - 1.0)))
-        rows.append(OrderedDict(code=METHOD_CODES[c.key.method], iterations=c.key.iterations, curve=c.label, images=len(common),
-                                points=len(test.points), base_points=len(base_pts), bd=bd,
+        rows.append(OrderedDict(code=METHOD_CODES[c.key.method], iterations=c.key.iterations, curve=c.label,
+                                images=len(common), points=len(test.points), base_points=len(base_pts), bd=bd,
                                 loss_change=changes))
     rows.sort(key=lambda r: list(METHOD_CODES.values()).index(r["code"]))
     return rows
@@ -785,7 +785,8 @@ def write(records: Sequence[Dict[str, Any]], out_dir: str, dataset: str = "kodak
           command: str = "", published_root: Optional[str] = None) -> Report:
     """Builds the report and writes it to ``out_dir``: ``summary.md``, ``points.csv``, ``bd_rates.csv``,
     ``ablation.csv``, ``per_image.csv``, ``rate_gap.csv``, ``paper_savings.csv``, ``rd.png``, ``rd_msssim.png``,
-    ``bd_vs_bpg.png``, ``ablation.png`` and ``compressai/<curve>.json``; returns the :class:`Report` (``files``: what was written)."""
+    ``bd_vs_bpg.png``, ``ablation.png`` and ``compressai/<curve>.json``; returns the :class:`Report` (``files``:
+    what was written)."""
     rep = build(records, dataset, published, min_points, allow_partial, published_root)
     _attach_records(rep, records)
     os.makedirs(out_dir, exist_ok=True)
@@ -833,7 +834,8 @@ def write(records: Sequence[Dict[str, Any]], out_dir: str, dataset: str = "kodak
                 row["mean_coder_pct"] = float(np.mean([100 * (a - h - b) / b for a, b, h in est]))
             gap_rows.append(row)
     _write_csv(out("rate_gap.csv"), gap_rows)
-    columns, image_rows = per_image_table(rep)
+    per_image = per_image_table(rep)
+    columns, image_rows = per_image
     _write_csv(out("per_image.csv"), [OrderedDict([("image", r["image"])] + [
         (f"{col} loss change %", None if r[col] is None else r[col][0]) for col in columns]) for r in image_rows])
     paper = paper_savings(published_root)
@@ -861,11 +863,13 @@ def write(records: Sequence[Dict[str, Any]], out_dir: str, dataset: str = "kodak
         figures.append(("ablation.png", "ablations vs M3 (Figure 5)"))
         files.append("ablation.png")
     with open(out("summary.md"), "w") as f:
-        f.write(_summary(rep, point_rows, bd_rows, abl, gap_rows, paper, figures, caches, command, anchors))
+        f.write(_summary(rep, point_rows, bd_rows, abl, gap_rows, per_image, paper, figures, caches, command,
+                         anchors))
     return rep
 
 
-def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, paper, figures, caches, command, anchors) -> str:
+def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, figures, caches, command,
+             anchors) -> str:
     L = []
     L.append(f"# {rep.dataset}: rate-distortion report\n")
     L.append(f"Generated {datetime.date.today().isoformat()} by `tfc_inference.report` from "
@@ -959,8 +963,7 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, paper, figures, ca
     else:
         L.append("No ablation runs in the cache yet.")
     L.append("")
-    # rate gap
-    columns, image_rows = per_image_table(rep)
+    columns, image_rows = per_image
     if columns:
         L.append("## Per image: R-D loss change vs the own amortized curve\n")
         L.append("| image | " + " | ".join(columns) + " |")
@@ -970,6 +973,7 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, paper, figures, ca
             L.append(f"| {r['image']} | " + " | ".join(cells) + " |")
         L.append("\n(rate + lambda * MSE with real rates, the change averaged over the lambdas in brackets; how "
                  "much iterative inference gains varies from image to image.)\n")
+    # rate gap
     L.append("## File size vs estimated rate\n")
     if gap_rows:
         L.append("| curve | records | mean rate bpp | mean estimated bpp | mean gap bpp | mean gap | "
@@ -984,9 +988,9 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, paper, figures, ca
                      f"{pct(r['mean_coder_pct'])} |")
         L.append("\n(The gap is the file's rate over the model's estimate -log2 P of the coded latents (bits-back: "
                  "net of side information and of the bits got back). *Container*: header, guard stream "
-                 "(entropy-model and latent checksums, pinned scale indexes), length fields and CRC-32; *coder*: "
-                 "the rest, the entropy coder's own overhead. Percentages are per-image means relative to the "
-                 "estimate. A negative coder share means the file beat the estimate: -log2 p has no floor, while "
+                 "(entropy-model and latent checksums, pinned scale indexes), length fields and CRC-32 (bits-back: "
+                 "also the metadata stream); *coder*: the rest, the entropy coder's own overhead. Percentages are "
+                 "per-image means relative to the estimate. A negative coder share means the file beat the estimate: -log2 p has no floor, while "
                  "the coder's tables code far-tail values with a bounded escape code, so a few outliers the "
                  "amortized encoder leaves (SGA removes them) cost less in the file than in the estimate.)")
     else:
