@@ -200,6 +200,18 @@ class WriteTest(helpers.TestCase):
                                                              "hyperprior-mse_sga_20its_improved_lr0.005.json"))
         self.assertEqual(loaded["results"]["psnr-rgb"], data["results"]["psnr-rgb"])
 
+    def test_ablation_compares_on_the_common_images_only(self):
+        # SGA: 0.9x the rate on a.png and b.png at every lambda, plus c.png at one lambda with 3x the rate; the
+        # ablation row must compare on a.png and b.png alone, where SGA is exactly -10%
+        recs = _curve_records(LAMBDAS, IMAGES)
+        recs += _curve_records(LAMBDAS, IMAGES[:2], rate_scale=0.9, method="sga", its=20)
+        extra = _curve_records(LAMBDAS[:1], IMAGES, rate_scale=3.0, method="sga", its=20)
+        recs += [r for r in extra if r["image"] == IMAGES[2]]
+        rep = report.write(recs, helpers.fresh_dir("report_common"), "kodak", caches=["cache.jsonl"])
+        (row,) = [r for r in report.ablation_table(rep) if r["code"] == "M1"]
+        self.assertEqual(row["images"], 2)
+        self.assertNear(row["bd"].value, -10.0, 1e-6)
+
     def test_rate_gap_splits_container_bytes_from_coder_overhead(self):
         recs = _curve_records(LAMBDAS, IMAGES[:1])
         for r in recs:  # 1,000 pixels; 40 bits of container around the streams; estimate = 0.99 x rate

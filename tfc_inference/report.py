@@ -514,9 +514,10 @@ def ablation_table(rep: Report) -> List[Dict[str, Any]]:
         if c.key.method not in BB_ONLY and not c.key.family.startswith(BASE_FAMILY_PREFIX):
             continue  # e.g. SGA with a bits-back model: not one of Figure 5's methods
         common = sorted(set.intersection(*[set(p["images"]) for p in c.points])) if c.points else []
-        test = c.restricted(common)
-        # the base curve aggregated over exactly these images
-        base = learned_curves([r for r in _records_of(rep, base_all) if r["image"] in common]).get(base_all.id)
+        # both curves aggregated over exactly these images (a point with more images would mix in others)
+        test, base = (learned_curves([r for r in _records_of(rep, x) if r["image"] in common]).get(x.id)
+                      for x in (c, base_all))
+        test = test.restricted(common) if test else dataclasses.replace(c, points=[])
         base_pts = base.restricted(common).points if base else []
         bd = bd_rate([p["bpp"] for p in base_pts], [p["psnr"] for p in base_pts],
                      [p["bpp"] for p in test.points], [p["psnr"] for p in test.points], rep.min_points)
