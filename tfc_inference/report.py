@@ -174,6 +174,8 @@ class Curve:
     rate_kind: str = "file"
 
     def complete(self, images: Sequence[str]) -> List[Dict[str, Any]]:
+        """The points aggregated over at least ``images`` (to compare on exactly them, aggregate over them first:
+        :func:`learned_curves` with ``images``)."""
         wanted = set(images)
         return [p for p in self.points if p.get("n") is None or set(p["images"]) >= wanted]
 
