@@ -74,6 +74,11 @@ def rate(rec: Dict[str, Any]) -> float:
     return float(rec["net_bpp"]) if rec.get("net_bpp") is not None else float(rec["bpp"])
 
 
+def rd_loss(rec: Dict[str, Any], lmbda: float) -> float:
+    """The R-D loss of one record with its real rate: rate + lambda * MSE (0..255)."""
+    return rate(rec) + lmbda * float(rec["mse"])
+
+
 def estimated_rate(rec: Dict[str, Any]) -> Optional[float]:
     v = rec.get("estimated_bpp")
     return None if v is None else float(v)
@@ -562,8 +567,7 @@ def per_image_table(rep: Report) -> Tuple[List[str], List[Dict[str, Any]]]:
         for r in _records_of(rep, c):
             a = anchor.get((r.get("model"), r["image"]))
             if a is not None and r.get("lmbda") is not None:
-                la, lr = rate(a) + a["lmbda"] * a["mse"], rate(r) + r["lmbda"] * r["mse"]
-                changes[r["image"]].append(100.0 * (lr / la - 1.0))
+                changes[r["image"]].append(100.0 * (rd_loss(r, r["lmbda"]) / rd_loss(a, a["lmbda"]) - 1.0))
         for image, row in by_image.items():
             v = changes.get(image)
             row[c.label] = (float(np.mean(v)), len(v)) if v else None
@@ -595,7 +599,7 @@ def _loss(rep: Report, c: Curve, point: Dict[str, Any], images: Sequence[str]) -
         latest[r["image"]] = r
     if not latest or point.get("lmbda") is None:
         return None
-    return float(np.mean([rate(r) + point["lmbda"] * r["mse"] for r in latest.values()]))
+    return float(np.mean([rd_loss(r, point["lmbda"]) for r in latest.values()]))
 
 
 def _attach_records(rep: Report, records: Sequence[Dict[str, Any]]) -> None:
