@@ -153,6 +153,12 @@ def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
     return float(np.mean(values))
 
 
+def _median(values: Sequence[Optional[float]]) -> Optional[float]:
+    if not values or any(v is None for v in values):
+        return None
+    return float(np.median(values))
+
+
 def _point(recs: List[Dict[str, Any]], **extra) -> Dict[str, Any]:
     ms = [r.get("ms_ssim") for r in recs]
     est = [estimated_rate(r) for r in recs]
@@ -576,7 +582,8 @@ def per_image_table(rep: Report) -> Tuple[List[str], List[Dict[str, Any]]]:
 
 def machines_table(rep: Report) -> List[Dict[str, Any]]:
     """Per curve and machine: how many records were measured there, with which TF threads x workers, and their
-    mean seconds per iteration (iterative methods) and per encode."""
+    median seconds per iteration (iterative methods) and per encode (medians: a run whose process was paused,
+    e.g. with SIGSTOP while the test suite ran, counts the pause in its wall-clock times)."""
     rows = []
     for c in rep.ours.values():
         groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
@@ -586,8 +593,8 @@ def machines_table(rep: Report) -> List[Dict[str, Any]]:
         for (machine, setup), recs in sorted(groups.items()):
             its = [r["seconds_per_iteration"] for r in recs if r.get("seconds_per_iteration")]
             rows.append(OrderedDict(curve=c.label, machine=machine, threads_x_workers=setup, records=len(recs),
-                                    seconds_per_iteration=float(np.mean(its)) if its else None,
-                                    encode_seconds=_mean([r.get("encode_seconds") for r in recs])))
+                                    seconds_per_iteration=float(np.median(its)) if its else None,
+                                    encode_seconds=_median([r.get("encode_seconds") for r in recs])))
     return rows
 
 
@@ -905,13 +912,14 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, 
         L.append(f"- **Not yet run:** {', '.join(missing)}.")
     L.append("")
     L.append("## Where it was measured\n")
-    L.append("| curve | machine | TF threads x workers | records | s / iteration | encode s |")
+    L.append("| curve | machine | TF threads x workers | records | median s / iteration | median encode s |")
     L.append("|---|---|---|---:|---:|---:|")
     for r in machines_table(rep):
         L.append(f"| {r['curve']} | {r['machine']} | {r['threads_x_workers']} | {r['records']} | "
                  f"{_fmt(r['seconds_per_iteration'], '.3f')} | {_fmt(r['encode_seconds'], '.1f')} |")
     L.append("\n(Records of several processes sharing one machine's cores run slower per process; timings are "
-             "comparable only within one row.)\n")
+             "comparable only within one row. Wall-clock times: a run paused while the test suite had the cores "
+             "counts the pause, hence medians.)\n")
     # points
     L.append("## Points (ours)\n")
     L.append("| curve | model | lambda | images | bpp | est. bpp | PSNR dB | MS-SSIM | rate vs BPG at equal PSNR "
