@@ -147,16 +147,19 @@ def container_rate(rec: Dict[str, Any]) -> Optional[float]:
     return (float(rec["bits"]) - float(rec["payload_bits"])) / (int(rec["height"]) * int(rec["width"]))
 
 
-def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
+def _statistic(fn, values: Sequence[Optional[float]]) -> Optional[float]:
+    """``fn`` of the values, or None if there are none or any is missing."""
     if not values or any(v is None for v in values):
         return None
-    return float(np.mean(values))
+    return float(fn(values))
+
+
+def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
+    return _statistic(np.mean, values)
 
 
 def _median(values: Sequence[Optional[float]]) -> Optional[float]:
-    if not values or any(v is None for v in values):
-        return None
-    return float(np.median(values))
+    return _statistic(np.median, values)
 
 
 def _point(recs: List[Dict[str, Any]], **extra) -> Dict[str, Any]:
