@@ -21,6 +21,8 @@ class EvaluateTest(helpers.TestCase):
         self.assertEqual(len(records), 4)
         for r in records:
             self.assertTrue(r["decoded_exactly"])
+            self.assertGreater(r["encode_cpu_seconds"], 0.0)
+            self.assertGreaterEqual(r["decode_cpu_seconds"], 0.0)
             self.assertEqual(r["bits"] % 8, 0)
             self.assertNear(r["bpp"], r["bits"] / (40 * 72), 1e-12)
             self.assertNear(r["loss"], r["estimated_bpp"] + r["lmbda"] * r["mse"], 1e-9)

@@ -148,6 +148,8 @@ class WriteTest(helpers.TestCase):
         recs = _curve_records(LAMBDAS, IMAGES)
         recs += _curve_records(LAMBDAS, IMAGES, rate_scale=0.9, method="sga", its=20)
         recs += _curve_records(LAMBDAS[1:3], IMAGES[:2], rate_scale=0.95, method="map", its=20)
+        for r, cpu in zip([r for r in recs if r["method"] == "sga"], [3.0, 5.0, 4.0]):
+            r["encode_cpu_seconds"] = cpu  # older records have no CPU time: the median is over the three that do
         recs.append(dict(codec="jpeg", method="jpeg", settings="s", level=50.0, image="a.png", bpp=1.0, psnr=30.0,
                          ms_ssim=None))
         out = helpers.fresh_dir("report_out")
@@ -178,7 +180,9 @@ class WriteTest(helpers.TestCase):
         # where each curve was measured: _record sets no machine, so every record counts as "not recorded"
         machines = {r["curve"]: r for r in report.machines_table(rep)}
         self.assertEqual(machines["M1 SGA [hyperprior-mse, 20 its]"]["records"], len(LAMBDAS) * len(IMAGES))
-        self.assertIn("| M1 SGA [hyperprior-mse, 20 its] | not recorded | ? x ? | 15 | 0.010 |", summary)
+        self.assertIn("| M1 SGA [hyperprior-mse, 20 its] | not recorded | ? x ? | 15 | 0.010 | 1.0 | 4.0 (3) |",
+                      summary)
+        self.assertEqual(machines["M3 amortized [hyperprior-mse]"]["cpu_records"], 0)
         # per image: SGA's rate is 0.9x at the same PSNR, so its loss change is known for each image and lambda
         columns, rows = report.per_image_table(rep)
         self.assertEqual(columns, ["M1 SGA [hyperprior-mse, 20 its]"])

@@ -218,10 +218,13 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
             options = dict(iterations=its, seed=seed, side_info=side_info, bbvi_iterations=bbvi_iterations)
             if method == "sga+bb":
                 options.update(_bb_sga_options(schedule, learning_rate, rounding, three_class))
-        t0 = time.perf_counter()
+        # process CPU time next to wall-clock time: a paused (SIGSTOP) or crowded worker inflates only the latter
+        t0, c0 = time.perf_counter(), time.process_time()
         result = codec.compress(model, x, method=method, **options)
-        encode_seconds = time.perf_counter() - t0
+        encode_seconds, encode_cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+        c0 = time.process_time()
         decoded = codec.decompress_details(result.data, model)
+        decode_cpu_seconds = time.process_time() - c0
         rec = dict(model=getattr(model, "zoo_name", "unnamed"), fingerprint=fingerprint,
                    image=os.path.basename(path), height=result.height, width=result.width, method=method,
                    discretizer=variant,
@@ -232,6 +235,7 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
                    mse=result.mse, psnr=result.psnr,
                    loss=result.estimated_bpp + result.lmbda * result.mse, file_loss=result.rd_loss,
                    encode_seconds=encode_seconds, decode_seconds=decoded.seconds,
+                   encode_cpu_seconds=encode_cpu_seconds, decode_cpu_seconds=decode_cpu_seconds,
                    seconds_per_iteration=result.extra.get("seconds_per_iteration", 0.0),
                    decoded_exactly=bool(np.array_equal(decoded.image, result.reconstruction)
                                         and np.array_equal(decoded.y_symbols, result.y_symbols)),

@@ -586,7 +586,8 @@ def per_image_table(rep: Report) -> Tuple[List[str], List[Dict[str, Any]]]:
 def machines_table(rep: Report) -> List[Dict[str, Any]]:
     """Per curve and machine: how many records were measured there, with which TF threads x workers, and their
     median seconds per iteration (iterative methods) and per encode (medians: a run whose process was paused,
-    e.g. with SIGSTOP while the test suite ran, counts the pause in its wall-clock times)."""
+    e.g. with SIGSTOP while the test suite ran, counts the pause in its wall-clock times), and the median process
+    CPU seconds per encode where recorded (all threads of the worker; not inflated by pauses)."""
     rows = []
     for c in rep.ours.values():
         groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
@@ -595,9 +596,11 @@ def machines_table(rep: Report) -> List[Dict[str, Any]]:
             groups.setdefault((r.get("machine") or "not recorded", setup), []).append(r)
         for (machine, setup), recs in sorted(groups.items()):
             its = [r["seconds_per_iteration"] for r in recs if r.get("seconds_per_iteration")]
+            cpu = [r["encode_cpu_seconds"] for r in recs if r.get("encode_cpu_seconds") is not None]
             rows.append(OrderedDict(curve=c.label, machine=machine, threads_x_workers=setup, records=len(recs),
                                     seconds_per_iteration=float(np.median(its)) if its else None,
-                                    encode_seconds=_median([r.get("encode_seconds") for r in recs])))
+                                    encode_seconds=_median([r.get("encode_seconds") for r in recs]),
+                                    cpu_records=len(cpu), encode_cpu_seconds=_median(cpu)))
     return rows
 
 
@@ -915,14 +918,17 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, 
         L.append(f"- **Not yet run:** {', '.join(missing)}.")
     L.append("")
     L.append("## Where it was measured\n")
-    L.append("| curve | machine | TF threads x workers | records | median s / iteration | median encode s |")
-    L.append("|---|---|---|---:|---:|---:|")
+    L.append("| curve | machine | TF threads x workers | records | median s / iteration | median encode s "
+             "| median encode CPU s (records) |")
+    L.append("|---|---|---|---:|---:|---:|---:|")
     for r in machines_table(rep):
+        cpu = f"{_fmt(r['encode_cpu_seconds'], '.1f')} ({r['cpu_records']})" if r["cpu_records"] else "—"
         L.append(f"| {r['curve']} | {r['machine']} | {r['threads_x_workers']} | {r['records']} | "
-                 f"{_fmt(r['seconds_per_iteration'], '.3f')} | {_fmt(r['encode_seconds'], '.1f')} |")
+                 f"{_fmt(r['seconds_per_iteration'], '.3f')} | {_fmt(r['encode_seconds'], '.1f')} | {cpu} |")
     L.append("\n(Records of several processes sharing one machine's cores run slower per process; timings are "
              "comparable only within one row. Wall-clock times: a run paused while the test suite had the cores "
-             "counts the pause, hence medians.)\n")
+             "counts the pause, hence medians. CPU seconds, recorded since 2026-11-27, are the worker process's own and "
+             "do not count pauses.)\n")
     # points
     L.append("## Points (ours)\n")
     L.append("| curve | model | lambda | images | bpp | est. bpp | PSNR dB | MS-SSIM | rate vs BPG at equal PSNR "
