@@ -41,6 +41,19 @@ class BitsBackTest(helpers.TestCase):
                 self.assertGreater(info["bits_back"], 0)
                 self.assertEqual(info["pad_words"], 0)
 
+    def test_cached_stages_agree_with_a_fresh_decoder(self):
+        """Encode and decode reuse cached inference stages (traced per image size); a file written by an encoder
+        that traced another size first decodes, side information included, with freshly traced stages."""
+        self.assertIs(bits_back.get_inference(self.model, seed=4), bits_back.get_inference(self.model, seed=4))
+        self.assertIsNot(bits_back.get_inference(self.model, seed=4), bits_back.get_inference(self.model, seed=5))
+        options = dict(method="bb-no-sga", side_info=self.side, bbvi_iterations=12, seed=4)
+        codec.compress(self.model, helpers.kodak_crop(128, 64), **options)  # another latent shape traced first
+        r = codec.compress(self.model, self.image, **options)
+        with mock.patch.dict(bits_back._INFERENCES, clear=True):
+            d = codec.decompress_details(r.data, self.model)
+        self.assertEqual(d.side_info, self.side)
+        self.assertAllEqual(d.image, r.reconstruction)
+
     def test_without_side_information_pads_and_still_round_trips(self):
         r = codec.compress(self.model, self.image, method="bb-amortized")
         self.assertGreater(r.extra["pad_words"], 0)

@@ -228,8 +228,10 @@ class BitsBackInference:
         self.bbvi_learning_rate = float(bbvi_learning_rate)
         self.schedule = schedules.get(schedule, iterations)
         self.sga = discretize.get("sga", rounding, three_class)  # SGA's rounding distribution (default atanh)
-        self._stage1 = tf.function(self._stage1_chunk, reduce_retracing=True)
-        self._stage2 = tf.function(self._bbvi_chunk, reduce_retracing=True)
+        # one trace per exact input shape (no shape relaxation): an encoder that has seen other image sizes runs
+        # the same graph for this size as a fresh decoder process, whose BBVI must reproduce q bit for bit
+        self._stage1 = tf.function(self._stage1_chunk)
+        self._stage2 = tf.function(self._bbvi_chunk)
 
     def _eps(self, shape, step, salt):
         seed = tf.stack([tf.constant(self.seed + salt, tf.int32), tf.cast(step, tf.int32)])
@@ -298,6 +300,22 @@ class BitsBackInference:
         return mean.numpy(), log_var.numpy()
 
 
+_INFERENCES: Dict[Tuple, BitsBackInference] = {}
+
+
+def get_inference(model, seed: int = 0, learning_rate: float = 0.005, schedule=None, iterations: int = 2000,
+                  bbvi_learning_rate: float = DEFAULT_BBVI_LR, rounding=None,
+                  three_class: bool = False) -> BitsBackInference:
+    """A cached :class:`BitsBackInference`: its compiled stages are traced once per image size and reused by
+    later calls (a new instance retraces them, seconds per encode or decode)."""
+    key = (id(model), int(seed), float(learning_rate), schedules.get(schedule, iterations), float(bbvi_learning_rate),
+           discretize.get("sga", rounding, three_class))
+    if key not in _INFERENCES:
+        _INFERENCES[key] = BitsBackInference(model, seed, learning_rate, schedule, iterations, bbvi_learning_rate,
+                                             rounding, three_class)
+    return _INFERENCES[key]
+
+
 def q_checksum(mean: np.ndarray, log_var: np.ndarray) -> bytes:
     return struct.pack(">I", zlib.crc32(np.ascontiguousarray(mean, np.float32).tobytes()
                                         + np.ascontiguousarray(log_var, np.float32).tobytes()))
@@ -338,8 +356,7 @@ def encode(model, x_padded: tf.Tensor, valid_shape, method: str, side_info: Opti
     if method not in BB_METHODS:
         raise ValueError(f"unknown bits-back method {method!r}; expected one of {BB_METHODS}")
     side_info = bytes(side_info or b"")
-    inf = BitsBackInference(model, seed, learning_rate, schedule, iterations, bbvi_learning_rate, rounding,
-                            three_class)
+    inf = get_inference(model, seed, learning_rate, schedule, iterations, bbvi_learning_rate, rounding, three_class)
     if method == "sga+bb":
         y_hat = inf.optimize_y(x_padded, valid_shape, iterations, progress)
     else:
@@ -466,7 +483,7 @@ def decode(model, streams, y_shape) -> BitsBackDecoded:
         raise CorruptBitstreamError(f"ANS decoder failed: {e}") from None
     y_hat = tf.constant(y_int.reshape([1, y_shape[0], y_shape[1], -1]), tf.float32)
 
-    inf = BitsBackInference(model, seed=seed, bbvi_learning_rate=bbvi_lr)
+    inf = get_inference(model, seed=seed, bbvi_learning_rate=bbvi_lr)
     mean, log_var = inf.reproducible_bbvi(y_hat, bbvi_iterations)
     if q_checksum(mean, log_var) != checksum:
         return BitsBackDecoded(y_hat, z_hat, None, "reproducible BBVI gave a different q(z) than the encoder's "
