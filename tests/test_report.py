@@ -78,6 +78,24 @@ class BDRateTest(helpers.TestCase):
         self.assertNear(rows[("tecnick", "SGA [M1]")], -18.7, 0.05)
         self.assertNear(rows[("tecnick", "SGA+BB [M2]")], -20.1, 0.05)
 
+    def test_bd_rate_within_an_interval(self):
+        pub = report.published_curves("kodak")
+        base, sga = pub["paper-base"].arrays(), pub["paper-sga"].arrays()
+        full = report.bd_rate(*base, *sga)
+        # over the whole overlap it is bjontegaard's BD-rate; an interval wider than the curves is cut to them
+        self.assertNear(report.bd_rate_within(*base, *sga, *full.psnr_range).value, full.value, 1e-3)
+        wide = report.bd_rate_within(*base, *sga, 0.0, 100.0)
+        self.assertNear(wide.value, full.value, 1e-3)
+        self.assertEqual(wide.psnr_range, full.psnr_range)
+        self.assertIn("over", wide.note)
+        # a constant rate ratio gives that ratio over any interval; the interval matters for real curves
+        bpp, psnr = np.array([0.1, 0.2, 0.4, 0.8]), np.array([27.0, 29.5, 32.0, 35.0])
+        self.assertNear(report.bd_rate_within(bpp, psnr, 0.8 * bpp, psnr, 28.0, 30.0).value, -20.0, 1e-9)
+        low = report.bd_rate_within(*base, *sga, 28.0, 31.0).value
+        high = report.bd_rate_within(*base, *sga, 34.0, 37.0).value
+        self.assertGreater(abs(low - high), 0.5)
+        self.assertEqual(report.bd_rate_within(bpp, psnr, bpp, psnr, 40.0, 45.0).note, "n/a (no overlap)")
+
     def test_copied_published_files_equal_the_reference_data(self):
         if not os.path.isdir(SHARED_RD):
             self.skipTest("reference data not available")
@@ -155,7 +173,7 @@ class WriteTest(helpers.TestCase):
         out = helpers.fresh_dir("report_out")
         rep = report.write(recs, out, "kodak", caches=["cache.jsonl"])
         for name in ("summary.md", "points.csv", "bd_rates.csv", "ablation.csv", "rate_gap.csv",
-                     "paper_savings.csv", "rd.png", "bd_vs_bpg.png", "ablation.png"):
+                     "paper_savings.csv", "paper_comparison.csv", "rd.png", "bd_vs_bpg.png", "ablation.png"):
             self.assertTrue(os.path.isfile(os.path.join(out, name)), name)
             self.assertIn(name, rep.files)
         rows = {r["curve"]: r for r in report.bd_table(rep)}
@@ -215,6 +233,33 @@ class WriteTest(helpers.TestCase):
         (row,) = [r for r in report.ablation_table(rep) if r["code"] == "M1"]
         self.assertEqual(row["images"], 2)
         self.assertNear(row["bd"].value, -10.0, 1e-6)
+
+    def test_paper_comparison_over_our_psnr_interval(self):
+        # M1 at 2000 steps: 0.8x the base's rate; M2: 0.75x; a live JPEG2000 curve with 1.25x the base's rate
+        recs = _curve_records(LAMBDAS, IMAGES) + _curve_records(LAMBDAS, IMAGES, rate_scale=0.8, method="sga",
+                                                                its=2000)
+        recs += _curve_records(LAMBDAS, IMAGES, rate_scale=0.75, method="sga+bb", its=2000, family="bitsback-mse")
+        recs += [dict(codec="jpeg2000", method="jpeg2000", settings="level=psnr", level=r["lmbda"], image=r["image"],
+                      bpp=1.25 * r["bpp"], psnr=r["psnr"], ms_ssim=None) for r in _curve_records(LAMBDAS, IMAGES)]
+        out = helpers.fresh_dir("report_paper_comparison")
+        rep = report.write(recs, out, "kodak", caches=["cache.jsonl"])
+        rows = {r["comparison"]: r for r in report.paper_comparison(rep)}
+        pub = report.published_curves("kodak")
+        for name, ours, paper_key in [("SGA [M1] vs Base Hyperprior [M3]", -20.0, "paper-sga"),
+                                      ("SGA+BB [M2] vs Base Hyperprior [M3]", -25.0, "paper-sga+bb")]:
+            row = rows[name]
+            self.assertNear(row["ours"].value, ours, 1e-6)
+            lo, hi = row["psnr_low"], row["psnr_high"]
+            self.assertEqual((lo, hi), row["ours"].psnr_range)
+            expect = report.bd_rate_within(*pub["paper-base"].arrays(), *pub[paper_key].arrays(), lo, hi)
+            self.assertNear(row["paper_same_interval"].value, expect.value, 1e-9)
+            self.assertNear(row["paper_full_range"].value, -15.2 if paper_key == "paper-sga" else -16.9, 0.05)
+        j2k = rows["Base Hyperprior [M3] vs JPEG2000"]
+        self.assertNear(j2k["ours"].value, -20.0, 1e-6)
+        with open(os.path.join(out, "summary.md")) as f:
+            summary = f.read()
+        self.assertIn(f"| SGA [M1] vs Base Hyperprior [M3] | {lo:.1f}-{hi:.1f} dB | -20.0% | ", summary)
+        self.assertIn("paper_comparison.csv", rep.files)
 
     def test_rate_gap_splits_container_bytes_from_coder_overhead(self):
         recs = _curve_records(LAMBDAS, IMAGES[:1])

@@ -332,6 +332,25 @@ def bd_rate(anchor_bpp, anchor_dist, test_bpp, test_dist, min_points: int = DEFA
     return BD(float(value), note, (float(lo), float(hi)))
 
 
+def bd_rate_within(anchor_bpp, anchor_psnr, test_bpp, test_psnr, lo: float, hi: float, num: int = 4001) -> BD:
+    """BD-rate of test vs anchor over a chosen PSNR interval [lo, hi] (cut to the range both curves cover) instead
+    of their whole overlap: 10 ** mean(log10 R_test - log10 R_anchor) - 1 over the interval, in percent, with the
+    pchip interpolants of :func:`bd_rate` (integrated on a dense grid; over the whole overlap it equals
+    :func:`bd_rate`)."""
+    from bjontegaard.interpolation import interpolate
+    a, t = _prepare(anchor_bpp, anchor_psnr), _prepare(test_bpp, test_psnr)
+    if a is None or t is None or len(a[0]) < 2 or len(t[0]) < 2:
+        return BD(None, "n/a")
+    lo2, hi2 = max(lo, a[1][0], t[1][0]), min(hi, a[1][-1], t[1][-1])
+    if hi2 <= lo2:
+        return BD(None, "n/a (no overlap)")
+    grid = np.linspace(lo2, hi2, num)
+    diff = interpolate(t[1], np.log10(t[0]), "pchip")(grid) - interpolate(a[1], np.log10(a[0]), "pchip")(grid)
+    mean = float(np.sum((diff[1:] + diff[:-1]) * np.diff(grid)) / 2 / (hi2 - lo2))
+    note = "" if hi2 - lo2 >= 0.999 * (hi - lo) else f"over {lo2:.1f}-{hi2:.1f} dB"
+    return BD(100.0 * (10 ** mean - 1.0), note, (float(lo2), float(hi2)))
+
+
 def rate_saving_at(anchor_bpp, anchor_psnr, psnr_values) -> np.ndarray:
     """Anchor's rate at the given PSNRs (pchip of log10 rate over PSNR, the interpolation of ``bjontegaard``);
     NaN outside the anchor's PSNR range."""
@@ -387,6 +406,43 @@ def paper_savings(root: Optional[str] = None) -> List[Dict[str, Any]]:
                 tb, tp = pub[key].arrays()
                 rows.append(dict(dataset=dataset, method=name, anchor="Base Hyperprior [M3]",
                                  bd=bd_rate(ab, ap, tb, tp), source=pub[key].source))
+    return rows
+
+
+def paper_comparison(rep: "Report") -> List[Dict[str, Any]]:
+    """Our savings next to the paper's over the *same* PSNR interval: our main curves (2000 steps) vs our Base
+    Hyperprior, and the paper's published curves vs its base recomputed over the interval ours cover (the
+    paper's span 27.5-38.3 dB, ours only the zoo's lambdas), plus over the paper's full range; and each base
+    model vs JPEG2000 (ours: run live on our images; the paper's: TFC's published OpenJPEG curve on Kodak), a
+    gauge of how strong the base model is that iterative inference starts from."""
+    pub = rep.published
+    if not rep.base_id or "paper-base" not in pub:
+        return []
+    base = rep.ours[rep.base_id]
+    bb, bp = base.arrays(rep.main_points(base))
+    pb, pp = pub["paper-base"].arrays()
+    rows = []
+
+    def row(what, ours, paper_anchor, paper_test):
+        lo, hi = ours.psnr_range
+        rows.append(OrderedDict(comparison=what, ours=ours, psnr_low=lo, psnr_high=hi,
+                                paper_same_interval=bd_rate_within(*paper_anchor, *paper_test, lo, hi),
+                                paper_full_range=bd_rate(*paper_anchor, *paper_test)))
+
+    for c in rep.ours.values():
+        m = c.key.method
+        if m not in ("sga", "sga+bb") or c.key.variant != m or c.key.iterations != 2000 or \
+                (m == "sga") != c.key.family.startswith(BASE_FAMILY_PREFIX) or f"paper-{m}" not in pub:
+            continue
+        ours = bd_rate(bb, bp, *c.arrays(rep.main_points(c)), rep.min_points)
+        if ours.value is not None:
+            row(f"{METHOD_NAMES[m]} [{METHOD_CODES[m]}] vs Base Hyperprior [M3]", ours, (pb, pp),
+                pub[f"paper-{m}"].arrays())
+    if "jpeg2000 level=psnr" in rep.baselines and "j2k-opj" in pub:
+        j = rep.baselines["jpeg2000 level=psnr"]
+        ours = bd_rate(*j.arrays(rep.main_points(j)), bb, bp, rep.min_points)
+        if ours.value is not None:
+            row("Base Hyperprior [M3] vs JPEG2000", ours, pub["j2k-opj"].arrays(), (pb, pp))
     return rows
 
 
@@ -804,7 +860,8 @@ def write(records: Sequence[Dict[str, Any]], out_dir: str, dataset: str = "kodak
           min_points: int = DEFAULT_MIN_POINTS, allow_partial: bool = False, caches: Sequence[str] = (),
           command: str = "", published_root: Optional[str] = None) -> Report:
     """Builds the report and writes it to ``out_dir``: ``summary.md``, ``points.csv``, ``bd_rates.csv``,
-    ``ablation.csv``, ``per_image.csv``, ``rate_gap.csv``, ``paper_savings.csv``, ``rd.png``, ``rd_msssim.png``,
+    ``ablation.csv``, ``per_image.csv``, ``rate_gap.csv``, ``paper_savings.csv``, ``paper_comparison.csv``,
+    ``rd.png``, ``rd_msssim.png``,
     ``bd_vs_bpg.png``, ``ablation.png`` and ``compressai/<curve>.json``; returns the :class:`Report` (``files``:
     what was written)."""
     rep = build(records, dataset, published, min_points, allow_partial, published_root)
@@ -860,6 +917,8 @@ def write(records: Sequence[Dict[str, Any]], out_dir: str, dataset: str = "kodak
         (f"{col} loss change %", None if r[col] is None else r[col][0]) for col in columns]) for r in image_rows])
     paper = paper_savings(published_root)
     _write_csv(out("paper_savings.csv"), [OrderedDict(r) for r in paper])
+    comparison = paper_comparison(rep)
+    _write_csv(out("paper_comparison.csv"), comparison)
     # curves in CompressAI's layout
     os.makedirs(os.path.join(out_dir, "compressai"), exist_ok=True)
     for c in list(rep.ours.values()) + list(rep.baselines.values()):
@@ -883,13 +942,13 @@ def write(records: Sequence[Dict[str, Any]], out_dir: str, dataset: str = "kodak
         figures.append(("ablation.png", "ablations vs M3 (Figure 5)"))
         files.append("ablation.png")
     with open(out("summary.md"), "w") as f:
-        f.write(_summary(rep, point_rows, bd_rows, abl, gap_rows, per_image, paper, figures, caches, command,
-                         anchors))
+        f.write(_summary(rep, point_rows, bd_rows, abl, gap_rows, per_image, paper, comparison, figures, caches,
+                         command, anchors))
     return rep
 
 
-def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, figures, caches, command,
-             anchors) -> str:
+def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, comparison, figures, caches,
+             command, anchors) -> str:
     L = []
     L.append(f"# {rep.dataset}: rate-distortion report\n")
     L.append(f"Generated {datetime.date.today().isoformat()} by `tfc_inference.report` from "
@@ -927,8 +986,8 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, 
                  f"{_fmt(r['seconds_per_iteration'], '.3f')} | {_fmt(r['encode_seconds'], '.1f')} | {cpu} |")
     L.append("\n(Records of several processes sharing one machine's cores run slower per process; timings are "
              "comparable only within one row. Wall-clock times: a run paused while the test suite had the cores "
-             "counts the pause, hence medians. CPU seconds, recorded since 2026-11-27, are the worker process's own and "
-             "do not count pauses.)\n")
+             "counts the pause, hence medians. CPU seconds, recorded since 2026-11-27, are the worker process's "
+             "own and do not count pauses.)\n")
     # points
     L.append("## Points (ours)\n")
     L.append("| curve | model | lambda | images | bpp | est. bpp | PSNR dB | MS-SSIM | rate vs BPG at equal PSNR "
@@ -970,11 +1029,24 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, 
     L.append("Ours vs the Base Hyperprior, same BD-rate function: " + (
         "; ".join(f"{row['curve']}: {row['vs M3']}" for row in ours_vs) if ours_vs else "no iterative-inference "
         "curves yet") + ".\n")
+    if comparison:
+        images = f"{len(rep.images)} image(s)" if not rep.same_set else "the same images"
+        L.append(f"Over the same PSNR interval (ours: {images} of {rep.dataset}; the paper's: its published "
+                 f"curves on {rep.published_set}, estimated rates):\n")
+        L.append("| comparison | PSNR interval | ours | paper, same interval | paper, its full range |")
+        L.append("|---|---|---:|---:|---:|")
+        for r in comparison:
+            L.append(f"| {r['comparison']} | {r['psnr_low']:.1f}-{r['psnr_high']:.1f} dB | {r['ours'].value:+.1f}% | "
+                     f"{r['paper_same_interval']} | {r['paper_full_range']} |")
+        L.append("\n(`paper_comparison.csv`. The JPEG2000 row gauges the base model that iterative inference starts "
+                 "from: the weaker the base relative to the paper's, the larger the gap SGA can close.)\n")
     L.append("Differences to expect between our savings and the paper's: (1) our zoo models are far smaller and "
              "shorter-trained (see `tfc-inference models`), so their amortization gap, and what SGA recovers, "
-             "differs; (2) our rates are real file sizes (container header and range-coder overhead included, see "
+             "differs (the JPEG2000 row above gauges the base models); (2) our rates are real file sizes "
+             "(container header and range-coder overhead included, see "
              "the gap table below), the paper's are estimated; (3) our curves span the zoo's lambdas, the paper's "
-             "seven lambdas from 0.001 to 0.08, and BD-rate is taken over the PSNR range both curves cover; "
+             "seven lambdas from 0.001 to 0.08, and BD-rate is taken over the PSNR range both curves cover (the table "
+             "above also recomputes the paper's over ours); "
              "(4) a run with fewer iterations than the paper's 2000 is its own row.\n")
     # ablation
     L.append("## Ablations vs M3 (Figure 5)\n")
@@ -1026,5 +1098,5 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, 
             L.append(f"- [{what}]({name})")
         L.append("")
     L.append("Files: `points.csv`, `bd_rates.csv`, `ablation.csv`, `per_image.csv`, `rate_gap.csv`, "
-             "`paper_savings.csv`, `compressai/*.json` (CompressAI's results layout).")
+             "`paper_savings.csv`, `paper_comparison.csv`, `compressai/*.json` (CompressAI's results layout).")
     return "\n".join(L) + "\n"
