@@ -40,6 +40,9 @@ class BitsBackTest(helpers.TestCase):
                                 1e-6)
                 self.assertGreater(info["bits_back"], 0)
                 self.assertEqual(info["pad_words"], 0)
+                # per-step timings of the two optimization stages, where they ran
+                self.assertEqual(info["seconds_per_iteration"] > 0, method == "sga+bb")
+                self.assertEqual(info["bbvi_seconds_per_iteration"] > 0, method != "bb-amortized")
 
     def test_cached_stages_agree_with_a_fresh_decoder(self):
         """Encode and decode reuse cached inference stages (traced per image size); a file written by an encoder

@@ -46,6 +46,7 @@ class EvaluateTest(helpers.TestCase):
         self.assertTrue(r["side_info_recovered"])
         self.assertEqual(r["side_info_bits"], 3000 * 8)
         self.assertEqual(r["net_bits"], r["bits"] - 3000 * 8)
+        self.assertEqual((r["seconds_per_iteration"], r["bbvi_seconds_per_iteration"]), (0.0, 0.0))  # no stage ran
 
 
 class PresetPlanTest(helpers.TestCase):

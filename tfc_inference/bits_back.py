@@ -47,6 +47,7 @@ import dataclasses
 import hashlib
 import math
 import struct
+import time
 import zlib
 from typing import Any, Dict, Optional, Tuple
 
@@ -357,14 +358,17 @@ def encode(model, x_padded: tf.Tensor, valid_shape, method: str, side_info: Opti
         raise ValueError(f"unknown bits-back method {method!r}; expected one of {BB_METHODS}")
     side_info = bytes(side_info or b"")
     inf = get_inference(model, seed, learning_rate, schedule, iterations, bbvi_learning_rate, rounding, three_class)
+    t0 = time.perf_counter()
     if method == "sga+bb":
         y_hat = inf.optimize_y(x_padded, valid_shape, iterations, progress)
     else:
         y_hat = tf.round(model.analysis_transform(x_padded))
         iterations = 0
+    t1 = time.perf_counter()
     if method == "bb-amortized":
         bbvi_iterations = 0
     mean, log_var = inf.reproducible_bbvi(y_hat, bbvi_iterations)
+    t2 = time.perf_counter()
     std = np.exp(0.5 * log_var.astype(np.float64))
     table = prior_table(model)
     c = _constriction()
@@ -417,7 +421,10 @@ def encode(model, x_padded: tf.Tensor, valid_shape, method: str, side_info: Opti
     bits_q = _q_bits(z_k, mean.astype(np.float64), std)
     info = dict(side_info_bits=8 * nbytes, pad_words=pad_words, initial_stack_bits=initial_bits,
                 bits_y=bits_y, bits_z=bits_z, bits_back=bits_q, estimated_net_bits=bits_y + bits_z - bits_q,
-                iterations=iterations, bbvi_iterations=bbvi_iterations, q_checksum=q_checksum(mean, log_var).hex())
+                iterations=iterations, bbvi_iterations=bbvi_iterations, q_checksum=q_checksum(mean, log_var).hex(),
+                # wall-clock seconds per step of stage 1 (joint SGA + BBVI) and of the reproducible BBVI
+                seconds_per_iteration=(t1 - t0) / iterations if iterations else 0.0,
+                bbvi_seconds_per_iteration=(t2 - t1) / bbvi_iterations if bbvi_iterations else 0.0)
     return BitsBackEncoded(streams=[meta, compressed], y_hat=y_hat, z_hat=z_hat, info=info)
 
 

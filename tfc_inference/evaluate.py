@@ -247,7 +247,8 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
                        net_bpp=e["net_bits"] / result.num_pixels, estimated_bits=e["estimated_net_bits"],
                        estimated_bpp=e["estimated_net_bits"] / result.num_pixels, bits_y=e["bits_y"],
                        bits_z=e["bits_z"], bits_back=e["bits_back"], pad_words=e["pad_words"],
-                       bbvi_iterations=e["bbvi_iterations"], side_info_recovered=decoded.side_info == side_info)
+                       bbvi_iterations=e["bbvi_iterations"], side_info_recovered=decoded.side_info == side_info,
+                       bbvi_seconds_per_iteration=e.get("bbvi_seconds_per_iteration", 0.0))
             rec["loss"] = rec["net_bpp"] + result.lmbda * result.mse
         if keep_trace and "trace" in result.extra:
             rec["trace"] = [dict(step=t["step"], tau=t["tau"], loss=t["loss"][0],

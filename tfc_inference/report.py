@@ -987,7 +987,9 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, 
     L.append("\n(Records of several processes sharing one machine's cores run slower per process; timings are "
              "comparable only within one row. Wall-clock times: a run paused while the test suite had the cores "
              "counts the pause, hence medians. CPU seconds, recorded since 2026-11-27, are the worker process's "
-             "own and do not count pauses.)\n")
+             "own and do not count pauses. SGA+BB's seconds per iteration, recorded since 2026-11-27, time its "
+             "stage 1 (joint SGA and BBVI); records also hold `bbvi_seconds_per_iteration` of the reproducible "
+             "BBVI.)\n")
     # points
     L.append("## Points (ours)\n")
     L.append("| curve | model | lambda | images | bpp | est. bpp | PSNR dB | MS-SSIM | rate vs BPG at equal PSNR "
