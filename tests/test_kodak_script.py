@@ -20,10 +20,14 @@ class ImageMajorTest(helpers.TestCase):
             # the same runs as the plan, none lost or repeated
             flat = sorted((s[0], s[1], m, p) for s in ordered for m in s[2] for p in s[3])
             self.assertEqual(flat, sorted((s[0], s[1], m, p) for s in plan for m in s[2] for p in s[3]))
-            # the ablation comes after every main run and keeps its own subset
-            self.assertEqual(max(i for i, s in enumerate(ordered) if s[0] == "main") + 1,
-                             min(i for i, s in enumerate(ordered) if s[0] == "ablation"))
+            # the ablation keeps its own subset (the first 3 images) and runs as soon as the main curves cover
+            # it: after their runs of images 0-2, before those of images 3-4
             self.assertEqual(sorted(p for s in ordered if s[0] == "ablation" for p in s[3]), images[:3])
+            first_ablation = min(i for i, s in enumerate(ordered) if s[0] == "ablation")
+            last_ablation = max(i for i, s in enumerate(ordered) if s[0] == "ablation")
+            self.assertTrue(all(set(s[3]) <= set(images[:3]) for s in ordered[:first_ablation] if s[0] == "main"))
+            self.assertTrue(all(set(s[3]) <= set(images[3:]) for s in ordered[last_ablation:] if s[0] == "main"))
+            self.assertTrue(ordered[last_ablation + 1:])  # the other images' main runs follow
 
 
 class EtaTest(helpers.TestCase):
