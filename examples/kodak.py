@@ -208,13 +208,30 @@ def timing_records(cache: str) -> List[Dict]:
     return out
 
 
+#: Methods whose steps cost what an SGA step costs (same graph, another discretizer): timed as SGA until timed
+SAME_COST_AS = {"map": "sga", "ste": "sga", "uniform-noise": "sga", "deterministic-annealing": "sga"}
+
+
+def _unhindered(records: List[Dict]) -> List[Dict]:
+    """Records whose wall-clock encode time is not inflated: those with a recorded process CPU time lose the ones
+    whose wall-clock exceeds it by over 25% (paused, or sharing the cores with another job)."""
+    return [r for r in records if r.get("encode_cpu_seconds") is None
+            or r["encode_seconds"] <= 1.25 * r["encode_cpu_seconds"]]
+
+
 def estimate_run_seconds(records: List[Dict], machine: str, model: str, method: str,
                          iterations: int) -> Optional[float]:
     """:func:`_estimate_seconds` from the records made on ``machine``'s CPU if they time this method, else from
-    all records (the machine can change between sessions, and CPUs differ by 1.5x here)."""
+    all records (the machine can change between sessions, and CPUs differ by 1.5x here); a method without
+    records of its own is timed as the method in :data:`SAME_COST_AS`."""
+    records = _unhindered(records)
     here = [r for r in records if _cpu(r.get("machine")) == _cpu(machine)]
-    sec = _estimate_seconds(here, model, method, iterations)
-    return sec if sec is not None else _estimate_seconds(records, model, method, iterations)
+    for m in (method, SAME_COST_AS.get(method)):
+        sec = m and (_estimate_seconds(here, model, m, iterations) or _estimate_seconds(records, model, m,
+                                                                                         iterations))
+        if sec:
+            return sec
+    return None
 
 
 def _hours(seconds: float) -> str:
@@ -286,9 +303,12 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
             print(f"  ablation: no zoo model with a lambda in {args.ablation_lambdas} (--ablation-lambdas)")
         note = f" (+ {len(unknown)} runs of {', '.join(sorted(set(unknown)))} without timings in the cache)" \
             if unknown else ""
+        proxied = sorted({j for s in plan for j in s[2] if j in SAME_COST_AS})
         print(f"ETA of what remains: ~{_hours(total_eta)} of run time{note}, ~{_hours(total_eta / args.workers)} "
               f"with --workers {args.workers} (if the cached runs took as long with as many workers); estimated "
-              f"from the caches' seconds per iteration, this machine's where it has some")
+              f"from the caches' seconds per iteration, this machine's where it has some, leaving out runs whose "
+              f"wall-clock time exceeds their CPU time (paused or crowded)"
+              + (f"; {', '.join(proxied)} timed as SGA until they have timings" if proxied else ""))
         if args.list:
             return 0
         os.makedirs(out, exist_ok=True)

@@ -48,4 +48,11 @@ class EtaTest(helpers.TestCase):
         # a machine with no timing of this method falls back to every record (the median of both)
         self.assertNear(kodak.estimate_run_seconds(recs, "Other CPU, 2 cores, Linux", "hp-1", "sga", 2000),
                         2000 * 0.2 / 0.5 + 20.0, 1e-6)
-        self.assertIsNone(kodak.estimate_run_seconds(recs, fast, "hp-1", "map", 2000))
+        # MAP, untimed, costs what SGA costs; a bits-back ablation without timings has no estimate
+        self.assertNear(kodak.estimate_run_seconds(recs, fast, "hp-1", "map", 2000), 2000 * 0.1 / 0.5 + 20.0, 1e-6)
+        self.assertIsNone(kodak.estimate_run_seconds(recs, fast, "hp-1", "bb-no-sga", 2000))
+        # a run paused or crowded (wall-clock 2x its CPU time) is left out; one with no CPU time is kept
+        paused = dict(self._rec(fast, 0.5), encode_cpu_seconds=0.25 * 100 + 4.0)
+        honest = dict(self._rec(fast, 0.1), encode_cpu_seconds=0.1 * 100 + 8.0)
+        self.assertNear(kodak.estimate_run_seconds([paused, honest], fast, "hp-1", "sga", 2000),
+                        2000 * 0.1 / 0.5 + 20.0, 1e-6)
