@@ -332,20 +332,31 @@ def bd_rate(anchor_bpp, anchor_dist, test_bpp, test_dist, min_points: int = DEFA
     return BD(float(value), note, (float(lo), float(hi)))
 
 
+def _log_rate_difference(anchor_bpp, anchor_psnr, test_bpp, test_psnr, lo: float = -np.inf, hi: float = np.inf,
+                         num: int = 60):
+    """(PSNR grid of ``num`` points over [lo, hi] cut to the range both curves cover, log10 R_test - log10 R_anchor
+    on it), with the pchip interpolants of ``bjontegaard``; or why not: "n/a" or "n/a (no overlap)"."""
+    from bjontegaard.interpolation import interpolate
+    a, t = _prepare(anchor_bpp, anchor_psnr), _prepare(test_bpp, test_psnr)
+    if a is None or t is None or len(a[0]) < 2 or len(t[0]) < 2:
+        return "n/a"
+    lo, hi = max(lo, a[1][0], t[1][0]), min(hi, a[1][-1], t[1][-1])
+    if hi <= lo:
+        return "n/a (no overlap)"
+    grid = np.linspace(lo, hi, num)
+    return grid, interpolate(t[1], np.log10(t[0]), "pchip")(grid) - interpolate(a[1], np.log10(a[0]), "pchip")(grid)
+
+
 def bd_rate_within(anchor_bpp, anchor_psnr, test_bpp, test_psnr, lo: float, hi: float, num: int = 4001) -> BD:
     """BD-rate of test vs anchor over a chosen PSNR interval [lo, hi] (cut to the range both curves cover) instead
     of their whole overlap: 10 ** mean(log10 R_test - log10 R_anchor) - 1 over the interval, in percent, with the
     pchip interpolants of :func:`bd_rate` (integrated on a dense grid; over the whole overlap it equals
     :func:`bd_rate`)."""
-    from bjontegaard.interpolation import interpolate
-    a, t = _prepare(anchor_bpp, anchor_psnr), _prepare(test_bpp, test_psnr)
-    if a is None or t is None or len(a[0]) < 2 or len(t[0]) < 2:
-        return BD(None, "n/a")
-    lo2, hi2 = max(lo, a[1][0], t[1][0]), min(hi, a[1][-1], t[1][-1])
-    if hi2 <= lo2:
-        return BD(None, "n/a (no overlap)")
-    grid = np.linspace(lo2, hi2, num)
-    diff = interpolate(t[1], np.log10(t[0]), "pchip")(grid) - interpolate(a[1], np.log10(a[0]), "pchip")(grid)
+    diff = _log_rate_difference(anchor_bpp, anchor_psnr, test_bpp, test_psnr, lo, hi, num)
+    if isinstance(diff, str):
+        return BD(None, diff)
+    grid, diff = diff
+    lo2, hi2 = grid[0], grid[-1]
     mean = float(np.sum((diff[1:] + diff[:-1]) * np.diff(grid)) / 2 / (hi2 - lo2))
     note = "" if hi2 - lo2 >= 0.999 * (hi - lo) else f"over {lo2:.1f}-{hi2:.1f} dB"
     return BD(100.0 * (10 ** mean - 1.0), note, (float(lo2), float(hi2)))
@@ -376,21 +387,12 @@ def relative_rate(anchor: "Curve", points: List[Dict[str, Any]]) -> List[Optiona
 
 def savings_vs_psnr(anchor: "Curve", test_points: List[Dict[str, Any]], num: int = 60):
     """(PSNR grid, percent rate difference vs the anchor at equal PSNR) over the PSNR range both cover."""
-    from bjontegaard.interpolation import interpolate
-    tb = np.array([p["bpp"] for p in test_points])
-    tp = np.array([p["psnr"] for p in test_points])
-    t = _prepare(tb, tp)
-    ab, ap = anchor.arrays()
-    a = _prepare(ab, ap)
-    if t is None or a is None or len(t[0]) < 2 or len(a[0]) < 2:
+    diff = _log_rate_difference(*anchor.arrays(), [p["bpp"] for p in test_points], [p["psnr"] for p in test_points],
+                                num=num)
+    if isinstance(diff, str):
         return np.array([]), np.array([])
-    lo, hi = max(t[1][0], a[1][0]), min(t[1][-1], a[1][-1])
-    if hi <= lo:
-        return np.array([]), np.array([])
-    grid = np.linspace(lo, hi, num)
-    ft = interpolate(t[1], np.log10(t[0]), "pchip")
-    fa = interpolate(a[1], np.log10(a[0]), "pchip")
-    return grid, 100.0 * (10 ** (ft(grid) - fa(grid)) - 1.0)
+    grid, diff = diff
+    return grid, 100.0 * (10 ** diff - 1.0)
 
 
 def paper_savings(root: Optional[str] = None) -> List[Dict[str, Any]]:
