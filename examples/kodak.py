@@ -48,7 +48,8 @@ def _iterative_options(args, stage: str) -> Dict[str, object]:
     return evaluate.with_preset(args.preset if stage == "main" else None, iterations=args.iterations)
 
 
-def parse_args(argv, dataset: str, images: str, ablation_count: int, published: Optional[str]):
+def parse_args(argv, dataset: str, images: str, ablation_count: int, published: Optional[str],
+               ablation_lambdas: str = "all"):
     from tfc_inference.cli import _HelpFormatter  # shows defaults, except None
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + f" (dataset: {dataset})",
                                 formatter_class=_HelpFormatter)
@@ -65,7 +66,9 @@ def parse_args(argv, dataset: str, images: str, ablation_count: int, published: 
                                                   "bitsback-mse-* series)")
     p.add_argument("--methods", default=",".join(ALL_METHODS), help="comma-separated methods to run")
     p.add_argument("--ablation-count", type=int, default=ablation_count, help="images of the ablation subset")
-    p.add_argument("--ablation-lambdas", default="0.005,0.02", help="model lambdas of the ablation subset")
+    p.add_argument("--ablation-lambdas", default=ablation_lambdas,
+                   help="model lambdas of the ablation subset, comma-separated, or 'all' (every zoo lambda: "
+                        "curves of as many points as the main ones, so that they have BD-rates)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-baselines", action="store_true", help="do not run the classical codecs")
     p.add_argument("--published", default=published, choices=("kodak", "tecnick", "none"),
@@ -122,7 +125,10 @@ def stages(models: List[Dict], paths: Sequence[str], args) -> List[tuple]:
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         sys.exit(f"unknown method(s): {', '.join(unknown)}")
-    abl_lambdas = {float(v) for v in args.ablation_lambdas.split(",") if v.strip()}
+    if args.ablation_lambdas.strip() == "all":
+        abl_lambdas = {float(m["config"]["lmbda"]) for m in models}
+    else:
+        abl_lambdas = {float(v) for v in args.ablation_lambdas.split(",") if v.strip()}
     out = []
     if "amortized" in methods:
         out += [("amortized", m["name"], ["amortized"], paths) for m in models]
@@ -238,10 +244,10 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
-def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "kodak"), ablation_count: int = 6,
-         published: Optional[str] = None) -> int:
+def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "kodak"), ablation_count: int = 3,
+         published: Optional[str] = None, ablation_lambdas: str = "all") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv, dataset, images, ablation_count, published)
+    args = parse_args(argv, dataset, images, ablation_count, published, ablation_lambdas)
     from tfc_inference import baselines, evaluate, report, zoo
     # the runs go image by image across the models: load each model once and keep it (they are small)
     load_model = functools.lru_cache(maxsize=None)(zoo.load_model)

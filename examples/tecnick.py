@@ -25,9 +25,9 @@ def main(argv=None) -> int:
     if "--unsplash1200" in argv:
         argv.remove("--unsplash1200")
         return kodak.main(argv, dataset="unsplash1200", images=os.path.join(kodak.SHARED, "unsplash1200"),
-                          ablation_count=3, published="tecnick")
+                          ablation_count=3, published="tecnick", ablation_lambdas="0.005,0.02")
     return kodak.main(argv, dataset="tecnick", images=os.path.join(kodak.SHARED, "tecnick"), ablation_count=3,
-                      published="tecnick")
+                      published="tecnick", ablation_lambdas="0.005,0.02")
 
 
 if __name__ == "__main__":

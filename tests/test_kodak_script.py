@@ -30,6 +30,30 @@ class ImageMajorTest(helpers.TestCase):
             self.assertTrue(ordered[last_ablation + 1:])  # the other images' main runs follow
 
 
+class AblationSubsetTest(helpers.TestCase):
+
+    def _models(self):
+        return [{"name": f"{kind}-{lmbda}", "config": {"kind": kind, "lmbda": lmbda}}
+                for kind in ("hyperprior", "bitsback") for lmbda in (0.0025, 0.005, 0.01)]
+
+    def _ablations(self, argv, **defaults):
+        kodak = helpers.load_example("kodak")
+        args = kodak.parse_args(argv, "kodak", "imgs", defaults.pop("ablation_count", 3), None, **defaults)
+        plan = kodak.stages(self._models(), [f"img{i}.png" for i in range(5)], args)
+        return {s[1]: s[3] for s in plan if s[0] == "ablation"}
+
+    def test_every_lambda_by_default_so_the_ablation_curves_have_bd_rates(self):
+        ablations = self._ablations([])
+        self.assertEqual(sorted(ablations), sorted(m["name"] for m in self._models()))
+        self.assertTrue(all(paths == [f"img{i}.png" for i in range(3)] for paths in ablations.values()))
+
+    def test_a_list_of_lambdas_and_a_script_default(self):
+        self.assertEqual(sorted(self._ablations(["--ablation-lambdas", "0.005", "--ablation-count", "2"])),
+                         ["bitsback-0.005", "hyperprior-0.005"])
+        self.assertEqual(sorted(self._ablations([], ablation_lambdas="0.0025,0.01")),
+                         ["bitsback-0.0025", "bitsback-0.01", "hyperprior-0.0025", "hyperprior-0.01"])
+
+
 class EtaTest(helpers.TestCase):
 
     def _rec(self, machine, spi, model="hp-1", method="sga", iterations=100):
