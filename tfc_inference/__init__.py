@@ -14,6 +14,12 @@ Typical use::
 import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # silence TF start-up noise
+# One op at a time (each op still uses every intra-op thread).  TF 2.14's oneDNN kernels corrupt the heap when two
+# of them run at once in a fresh process (a batch matmul of the deep factorized prior beside a transposed
+# convolution's backprop: ~3% of fresh-process bits-back decodes aborted or segfaulted with the default 2 inter-op
+# threads here, none with 1).  TF reads this when its runtime starts, so it works unless TF already ran an op;
+# set TF_NUM_INTEROP_THREADS yourself to override.  Numerics do not depend on it: files stay compatible.
+_os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 from tfc_inference.errors import *  # noqa: E402,F401,F403
 from tfc_inference.codec import (compress, decompress, decompress_details, read_header,  # noqa: E402,F401
