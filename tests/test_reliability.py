@@ -88,6 +88,26 @@ print("RESULT " + json.dumps(out))
 '''
 
 
+class InterOpThreadsTest(helpers.TestCase):
+    """Importing the package asks TF for one inter-op thread (concurrent oneDNN ops corrupted the heap), unless
+    the user chose a number."""
+
+    def _setting(self, value):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+                   PYTHONPATH=helpers.REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.pop("TF_NUM_INTEROP_THREADS", None)
+        if value is not None:
+            env["TF_NUM_INTEROP_THREADS"] = value
+        script = "import os, tfc_inference; print('SETTING', os.environ.get('TF_NUM_INTEROP_THREADS'))"
+        proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+        return [ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("SETTING ")][-1]
+
+    def test_one_inter_op_thread_unless_the_user_set_it(self):
+        self.assertEqual(self._setting(None), "1")
+        self.assertEqual(self._setting("2"), "2")
+
+
 class DeterminismTest(helpers.TestCase):
     """Byte-identical files over 3 runs x {1, 2} intra-op threads for amortized, SGA and SGA+BB, and
     bit-identical decoding in both processes."""
