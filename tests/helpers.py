@@ -236,6 +236,12 @@ def shared_model(kind: str = "hyperprior", trained: bool = False):
     return _SHARED[key]
 
 
+def subprocess_env(**extra: str) -> Dict[str, str]:
+    """The environment of a child Python process that imports this checkout's package (TF quiet), plus ``extra``."""
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra)
+
+
 def load_example(name: str):
     """The module of the script ``examples/<name>.py`` (examples are scripts, not a package)."""
     import importlib.util

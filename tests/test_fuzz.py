@@ -272,8 +272,7 @@ class DecodeTimeoutTest(helpers.TestCase):
         path, png = os.path.join(work, "hang.tfci"), os.path.join(work, "hang.png")
         with open(path, "wb") as f:
             f.write(_pack(dict(fields, name=os.path.basename(ckpt).encode()), streams))
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-                   PYTHONPATH=helpers.REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = helpers.subprocess_env()
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "tfc_inference", "decompress", path, "-o", png, "--model", ckpt,
                                "--timeout", "3"], env=env, capture_output=True, text=True, timeout=300)
@@ -302,8 +301,7 @@ class DecodeTimeoutTest(helpers.TestCase):
                   "    codec.decompress(open(sys.argv[1], 'rb').read(), model, timeout=2)\n"
                   "except errors.DecodeTimeoutError as e:\n"
                   "    print('DecodeTimeoutError', round(time.perf_counter() - t0, 1), e)\n")
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-                   PYTHONPATH=helpers.REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = helpers.subprocess_env()
         proc = subprocess.run([sys.executable, "-c", script, path, ckpt], env=env, capture_output=True, text=True,
                               timeout=300)
         self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])

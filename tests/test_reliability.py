@@ -93,8 +93,7 @@ class InterOpThreadsTest(helpers.TestCase):
     the user chose a number."""
 
     def _setting(self, value):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-                   PYTHONPATH=helpers.REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = helpers.subprocess_env()
         env.pop("TF_NUM_INTEROP_THREADS", None)
         if value is not None:
             env["TF_NUM_INTEROP_THREADS"] = value
@@ -119,9 +118,8 @@ class DeterminismTest(helpers.TestCase):
         with open(os.path.join(cls.work, "image.png"), "wb") as f:
             f.write(helpers.encode_image(helpers.kodak_crop(64, 96)))
         hyper, bb = helpers.checkpoint("hyperprior", trained=True), helpers.checkpoint("bitsback")
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-                   PYTHONPATH=helpers.REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                   TFC_INFERENCE_CHECKPOINTS=os.pathsep.join(os.path.dirname(p) for p in (hyper, bb)))
+        env = helpers.subprocess_env(
+            TFC_INFERENCE_CHECKPOINTS=os.pathsep.join(os.path.dirname(p) for p in (hyper, bb)))
         cls.out = {}
         for threads in (1, 2):
             proc = subprocess.run([sys.executable, "-c", _DETERMINISM_SCRIPT, str(threads), cls.work, hyper, bb],
