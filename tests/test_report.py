@@ -321,6 +321,15 @@ class WriteTest(helpers.TestCase):
         self.assertNotIn("vs BPG", header)
         self.assertFalse(os.path.exists(os.path.join(other, "bd_vs_bpg.png")))
 
+    def test_subset_report_says_the_published_curves_cover_the_whole_set(self):
+        recs = _curve_records(LAMBDAS, IMAGES)
+        subset = report.build(recs, dataset="kodak (first 3 images)", published="kodak")
+        self.assertFalse(subset.same_set)
+        self.assertEqual(subset.set_note, "published: all of kodak")
+        other = report.build(recs, dataset="unsplash1200", published="tecnick")
+        self.assertEqual(other.set_note, "other image set: tecnick")
+        self.assertTrue(report.build(recs, dataset="kodak", published="kodak").same_set)
+
 
 class EvaluateMSSSIMTest(helpers.TestCase):
 

@@ -496,6 +496,13 @@ class Report:
         """Whether the published curves are of this dataset (else: shown for scale, never used as anchors)."""
         return self.published_set == self.dataset
 
+    @property
+    def set_note(self) -> str:
+        """Why published curves are not anchors here: another image set, or all of it while we report a subset."""
+        if self.dataset.startswith(self.published_set + " ("):
+            return f"published: all of {self.published_set}"
+        return f"other image set: {self.published_set}"
+
     def main_points(self, c: Curve) -> List[Dict[str, Any]]:
         return c.points if self.allow_partial else c.complete(self.images)
 
@@ -547,7 +554,7 @@ def bd_table(rep: Report) -> List[Dict[str, Any]]:
         tb, tp = c.arrays(pts)
         for name, (_, anchor) in anchors.items():
             if c.kind == "published" and anchor.kind != "published" and not rep.same_set:
-                row[f"vs {name}"] = BD(None, f"n/a (other image set: {rep.published_set})")
+                row[f"vs {name}"] = BD(None, f"n/a ({rep.set_note})")
                 continue
             if anchor is c or anchor.id == c.id and anchor.kind == c.kind:
                 row[f"vs {name}"] = BD(0.0, "anchor") if len(pts) else BD(None, "n/a (0 points)")
@@ -963,7 +970,9 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, 
              "curves are its *estimated* rates. BD-rate: `bjontegaard.bd_rate`, pchip, over the PSNR interval both "
              f"curves cover, at least {rep.min_points} points per curve.\n")
     if rep.published and not rep.same_set:
-        L.append(f"**The published curves are of {rep.published_set}, a different image set**: they are drawn for "
+        which = (f"average all of {rep.published_set}, this report a subset" if rep.set_note.startswith("published")
+                 else f"are of {rep.published_set}, a different image set")
+        L.append(f"**The published curves {which}**: they are drawn for "
                  f"scale only and are not used as BD-rate anchors for {rep.dataset}.\n")
     # status
     present = {c.key.method for c in rep.ours.values()}
