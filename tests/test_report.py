@@ -325,6 +325,7 @@ class WriteTest(helpers.TestCase):
         recs = _curve_records(LAMBDAS, IMAGES)
         subset = report.build(recs, dataset="kodak (first 3 images)", published="kodak")
         self.assertFalse(subset.same_set)
+        self.assertTrue(subset.is_subset)
         self.assertEqual(subset.set_note, "published: all of kodak")
         other = report.build(recs, dataset="unsplash1200", published="tecnick")
         self.assertEqual(other.set_note, "other image set: tecnick")

@@ -497,11 +497,15 @@ class Report:
         return self.published_set == self.dataset
 
     @property
+    def is_subset(self) -> bool:
+        """Whether this report covers part of the published curves' set (a label like "kodak (first 6 images)")."""
+        return self.dataset.startswith(self.published_set + " (")
+
+    @property
     def set_note(self) -> str:
         """Why published curves are not anchors here: another image set, or all of it while we report a subset."""
-        if self.dataset.startswith(self.published_set + " ("):
-            return f"published: all of {self.published_set}"
-        return f"other image set: {self.published_set}"
+        return (f"published: all of {self.published_set}" if self.is_subset
+                else f"other image set: {self.published_set}")
 
     def main_points(self, c: Curve) -> List[Dict[str, Any]]:
         return c.points if self.allow_partial else c.complete(self.images)
@@ -970,7 +974,7 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, 
              "curves are its *estimated* rates. BD-rate: `bjontegaard.bd_rate`, pchip, over the PSNR interval both "
              f"curves cover, at least {rep.min_points} points per curve.\n")
     if rep.published and not rep.same_set:
-        which = (f"average all of {rep.published_set}, this report a subset" if rep.set_note.startswith("published")
+        which = (f"average all of {rep.published_set}, this report a subset" if rep.is_subset
                  else f"are of {rep.published_set}, a different image set")
         L.append(f"**The published curves {which}**: they are drawn for "
                  f"scale only and are not used as BD-rate anchors for {rep.dataset}.\n")
