@@ -80,3 +80,38 @@ class EtaTest(helpers.TestCase):
         honest = dict(self._rec(fast, 0.1), encode_cpu_seconds=0.1 * 100 + 8.0)
         self.assertNear(kodak.estimate_run_seconds([paused, honest], fast, "hp-1", "sga", 2000),
                         2000 * 0.1 / 0.5 + 20.0, 1e-6)
+
+
+class SubsetReportTest(helpers.TestCase):
+
+    def test_first_n_images_report_is_a_subset_of_the_published_set(self):
+        import contextlib
+        import io
+        import json
+        import os
+
+        import numpy as np
+
+        from tests.test_report import LAMBDAS, _curve_records
+        kodak = helpers.load_example("kodak")
+        root = helpers.fresh_dir("subset")
+        images, out = os.path.join(root, "images"), os.path.join(root, "results")
+        os.makedirs(images)
+        os.makedirs(out)
+        names = ("a.png", "b.png", "c.png")
+        for name in names:
+            with open(os.path.join(images, name), "wb") as f:
+                f.write(helpers.encode_image(np.zeros((8, 8, 3), np.uint8)))
+        with open(os.path.join(out, "cache.jsonl"), "w") as f:
+            for rec in _curve_records(LAMBDAS, names) + _curve_records(LAMBDAS, names, 0.9, method="sga", its=20):
+                f.write(json.dumps(rec) + "\n")
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = kodak.main(["--images", images, "--out", out, "--count", "2", "--report-only"])
+        self.assertEqual(code, 0)
+        with open(os.path.join(out, "first-2-images", "summary.md")) as f:
+            summary = f.read()
+        self.assertIn("kodak (first 2 images)", summary)
+        self.assertIn("average all of kodak, this report a subset", summary)
+        self.assertNotIn("a different image set", summary)
+        with open(os.path.join(out, "first-2-images", "per_image.csv")) as f:
+            self.assertNotIn("c.png", f.read())  # the third image is left out

@@ -323,10 +323,12 @@ class WriteTest(helpers.TestCase):
 
     def test_subset_report_says_the_published_curves_cover_the_whole_set(self):
         recs = _curve_records(LAMBDAS, IMAGES)
-        subset = report.build(recs, dataset="kodak (first 3 images)", published="kodak")
+        subset = report.build(recs, dataset="kodak (first 3 images)", published="kodak", subset=True)
         self.assertFalse(subset.same_set)
         self.assertTrue(subset.is_subset)
         self.assertEqual(subset.set_note, "published: all of kodak")
+        # a label alone does not make a subset
+        self.assertFalse(report.build(recs, dataset="kodak (first 3 images)", published="kodak").is_subset)
         other = report.build(recs, dataset="unsplash1200", published="tecnick")
         self.assertEqual(other.set_note, "other image set: tecnick")
         self.assertTrue(report.build(recs, dataset="kodak", published="kodak").same_set)

@@ -490,6 +490,8 @@ class Report:
     files: List[str] = dataclasses.field(default_factory=list)
     #: the image set of the published curves ("kodak", "tecnick" or "none")
     published_set: str = "none"
+    #: whether ``dataset`` is part of the published curves' set (e.g. the first 6 Kodak images while runs go on)
+    subset: bool = False
 
     @property
     def same_set(self) -> bool:
@@ -498,8 +500,8 @@ class Report:
 
     @property
     def is_subset(self) -> bool:
-        """Whether this report covers part of the published curves' set (a label like "kodak (first 6 images)")."""
-        return self.dataset.startswith(self.published_set + " (")
+        """Whether this report covers part of the published curves' set (then they are shown, not anchors)."""
+        return self.subset and self.published_set != "none"
 
     @property
     def set_note(self) -> str:
@@ -522,15 +524,16 @@ def _base_curve_id(ours: Dict[str, Curve]) -> Optional[str]:
 
 def build(records: Sequence[Dict[str, Any]], dataset: str = "kodak", published: Optional[str] = None,
           min_points: int = DEFAULT_MIN_POINTS, allow_partial: bool = False,
-          published_root: Optional[str] = None) -> Report:
+          published_root: Optional[str] = None, subset: bool = False) -> Report:
     """Aggregates the records; ``published``: which published set to compare with (default: ``dataset`` if it is
-    kodak or tecnick; ``"none"`` for none)."""
+    kodak or tecnick; ``"none"`` for none); ``subset``: the records cover only part of that set (an interim report,
+    ``dataset`` then names the part, e.g. "kodak (first 6 images)")."""
     images = dataset_images([r for r in records if is_learned(r) or is_baseline(r)])
     ours = learned_curves(records)
     pub_set = published if published is not None else (dataset if dataset in baselines.PUBLISHED else "none")
     pub = published_curves(pub_set, published_root) if pub_set != "none" else OrderedDict()
     return Report(dataset, images, ours, baseline_curves(records), pub, _base_curve_id(ours), min_points,
-                  allow_partial, published_set=pub_set)
+                  allow_partial, published_set=pub_set, subset=subset)
 
 
 def _anchors(rep: Report) -> "OrderedDict[str, Tuple[str, Curve]]":
@@ -871,13 +874,13 @@ def _write_csv(path: str, rows: List[Dict[str, Any]]) -> None:
 
 def write(records: Sequence[Dict[str, Any]], out_dir: str, dataset: str = "kodak", published: Optional[str] = None,
           min_points: int = DEFAULT_MIN_POINTS, allow_partial: bool = False, caches: Sequence[str] = (),
-          command: str = "", published_root: Optional[str] = None) -> Report:
+          command: str = "", published_root: Optional[str] = None, subset: bool = False) -> Report:
     """Builds the report and writes it to ``out_dir``: ``summary.md``, ``points.csv``, ``bd_rates.csv``,
     ``ablation.csv``, ``per_image.csv``, ``rate_gap.csv``, ``paper_savings.csv``, ``paper_comparison.csv``,
     ``rd.png``, ``rd_msssim.png``,
     ``bd_vs_bpg.png``, ``ablation.png`` and ``compressai/<curve>.json``; returns the :class:`Report` (``files``:
     what was written)."""
-    rep = build(records, dataset, published, min_points, allow_partial, published_root)
+    rep = build(records, dataset, published, min_points, allow_partial, published_root, subset)
     _attach_records(rep, records)
     os.makedirs(out_dir, exist_ok=True)
     files = rep.files
