@@ -341,20 +341,20 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
                        + [f"--out {os.path.relpath(out, REPO)}", f"--dataset {args.dataset}"]
                        + ([f"--published {args.published}"] if args.published else []))
     records = report.load_records(caches)
-    report_out, label, published, subset = out, args.dataset, args.published, False
+    report_out, label, published = out, args.dataset, args.published
     if args.count:  # the report of the first N images only (an interim report while the runs go on)
         names = {os.path.basename(p) for p in paths}
         records = [r for r in records if r.get("image") in names]
         report_out = os.path.join(out, f"first-{args.count}-images")
         # part of the published curves' set: they are shown for scale, never used as anchors
         label, published = f"{args.dataset} (first {len(paths)} images)", args.published or args.dataset
-        subset = True
         script = os.path.abspath(sys.argv[0])
         invoked = os.path.basename(script) in ("kodak.py", "tecnick.py")  # else called as a function (tests)
         words = sys.argv[1:] if invoked else argv
         words = [w for w in words if w not in ("--report-only", "--list")] + ["--report-only"]
         command = " ".join(["python", os.path.relpath(script, REPO) if invoked else "examples/kodak.py"] + words)
-    rep = report.write(records, report_out, label, published, caches=rel, command=command, subset=subset)
+    rep = report.write(records, report_out, label, published, caches=rel, command=command,
+                       subset=bool(args.count))
     print(f"report: {os.path.relpath(os.path.join(report_out, 'summary.md'), REPO)} ({len(rep.files)} files); "
           f"commit the caches ({', '.join(rel)}) so that progress survives a change of machine")
     return 0

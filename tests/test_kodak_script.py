@@ -1,5 +1,13 @@
-"""Tests of the Kodak protocol script (examples/kodak.py): the order of its runs, its ETA."""
+"""Tests of the Kodak protocol script (examples/kodak.py): the order of its runs, its ETA, its first-N report."""
+import contextlib
+import io
+import json
+import os
+
+import numpy as np
+
 from tests import helpers
+from tests.test_report import LAMBDAS, _curve_records
 
 
 class ImageMajorTest(helpers.TestCase):
@@ -85,14 +93,6 @@ class EtaTest(helpers.TestCase):
 class SubsetReportTest(helpers.TestCase):
 
     def test_first_n_images_report_is_a_subset_of_the_published_set(self):
-        import contextlib
-        import io
-        import json
-        import os
-
-        import numpy as np
-
-        from tests.test_report import LAMBDAS, _curve_records
         kodak = helpers.load_example("kodak")
         root = helpers.fresh_dir("subset")
         images, out = os.path.join(root, "images"), os.path.join(root, "results")
