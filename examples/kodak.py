@@ -306,7 +306,10 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
                   f"{len(jobs):4d} to do" + (f"  ~{_hours(eta)}" if jobs and eta else ""))
         abl = [s for s in plan if s[0] == "ablation"]
         if not abl:
-            print(f"  ablation: no zoo model with a lambda in {args.ablation_lambdas} (--ablation-lambdas)")
+            if not any(x in [m.strip() for m in args.methods.split(",")] for xs in ABLATION_METHODS.values() for x in xs):
+                print("  ablation: none of its methods selected (--methods)")
+            else:
+                print(f"  ablation: no zoo model with a lambda in {args.ablation_lambdas} (--ablation-lambdas)")
         note = f" (+ {len(unknown)} runs of {', '.join(sorted(set(unknown)))} without timings in the cache)" \
             if unknown else ""
         proxied = sorted({j for s in plan for j in s[2] if j in SAME_COST_AS})
