@@ -306,7 +306,8 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
                   f"{len(jobs):4d} to do" + (f"  ~{_hours(eta)}" if jobs and eta else ""))
         abl = [s for s in plan if s[0] == "ablation"]
         if not abl:
-            if not any(x in [m.strip() for m in args.methods.split(",")] for xs in ABLATION_METHODS.values() for x in xs):
+            selected = {m.strip() for m in args.methods.split(",")}
+            if not selected.intersection(x for xs in ABLATION_METHODS.values() for x in xs):
                 print("  ablation: none of its methods selected (--methods)")
             else:
                 print(f"  ablation: no zoo model with a lambda in {args.ablation_lambdas} (--ablation-lambdas)")
