@@ -168,6 +168,14 @@ def image_major(plan: List[tuple], block: int) -> List[tuple]:
     return out + blocks(main, 0, subset) + blocks(ablation, 0, subset) + blocks(main, subset, longest)
 
 
+def run_offsets(plan: List[tuple]) -> List[int]:
+    """For each stage of ``plan``, how many runs (image x method) come before it: the workers' shares alternate
+    over the whole plan (``evaluate.shard_jobs``), so a stage of one run (one image, one method: Tecnick) does
+    not always fall to worker 0."""
+    sizes = [len(paths) * len(methods) for _, _, methods, paths in plan]
+    return [sum(sizes[:i]) for i in range(len(sizes))]
+
+
 def _estimate_seconds(records: List[Dict], model: str, method: str, iterations: int) -> Optional[float]:
     """Seconds per megapixel of one (image, method) run: seconds per iteration from the cache times the
     iterations, plus the run's other time (amortized encoder, coding, decoding); from this model's records if
@@ -266,9 +274,11 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
 
     if args.worker:
         shard = evaluate.parse_shard(args.worker)
-        for stage, name, methods, stage_paths in image_major(stages(zoo_models(args.models), paths, args), shard[1]):
+        ordered = image_major(stages(zoo_models(args.models), paths, args), shard[1])
+        for (stage, name, methods, stage_paths), offset in zip(ordered, run_offsets(ordered)):
             evaluate.run(load_model(name), stage_paths, methods, cache, seed=args.seed,
-                         bbvi_iterations=args.bbvi_iterations, shard=shard, **_iterative_options(args, stage))
+                         bbvi_iterations=args.bbvi_iterations, shard=shard, shard_offset=offset,
+                         **_iterative_options(args, stage))
         return 0
 
     if not args.report_only:

@@ -243,6 +243,22 @@ class CLITest(tf.test.TestCase):
                 self.assertUserError(run("decompress", path, "-o", png))
                 self.assertFalse(os.path.exists(png))
 
+    def test_evaluate_shards_alternate_over_models(self):
+        # one image, one method, two models: worker 1/2 gets the second model's run, not nothing
+        second = str(zoo.save_checkpoint(build_model(ModelConfig(**TINY)), os.path.join(self.dir, "tiny-2")))
+        folder = os.path.join(self.dir, "images")
+        os.makedirs(folder)
+        shutil.copy(self.image_path, folder)
+        cache = os.path.join(self.dir, "cache.jsonl")
+        for shard, expected in (("1/2", [second]), ("0/2", [self.model_path, second])):
+            code, out, err = run("evaluate", "--model", self.model_path, "--model", second, "--images", folder,
+                                 "--methods", "amortized", "--cache", cache, "--shard", shard)
+            self.assertEqual(code, 0, err)
+            with open(cache) as f:
+                records = [json.loads(line) for line in f]
+            self.assertLen(records, len(expected))
+        self.assertLen({r["fingerprint"] for r in records}, 2)
+
     def test_unknown_model(self):
         self.assertUserError(run("compress", self.image_path, "-o", os.path.join(self.dir, "x.tfci"),
                                  "--model", "no-such-model"))

@@ -98,6 +98,16 @@ class ShardTest(helpers.TestCase):
         for i in range(3):
             self.assertEqual(evaluate.shard_jobs(keys, later, (i, 3)), [j for j in shares[i] if j in later])
 
+    def test_offset_alternates_one_run_calls_between_workers(self):
+        # one image and one method per model (a single-image dataset): without the offset every run is worker 0's
+        calls = [[("fp", f"model{m}", "img0.png", "sga")] for m in range(6)]
+        owners = []
+        for offset, keys in enumerate(calls):
+            jobs = [("path", "sga", 10, None, None, "sga", k) for k in keys]
+            owners.append([i for i in range(2) if evaluate.shard_jobs(keys, jobs, (i, 2), offset)])
+        self.assertEqual(owners, [[0], [1], [0], [1], [0], [1]])
+        self.assertEqual([len(evaluate.shard_jobs(k, [("p", k[0])], (1, 2))) for k in calls], [0] * 6)
+
     def test_concurrent_appends_keep_whole_lines(self):
         import multiprocessing
         cache = os.path.join(helpers.fresh_dir("shard_appends"), "c.jsonl")

@@ -38,6 +38,27 @@ class ImageMajorTest(helpers.TestCase):
             self.assertTrue(ordered[last_ablation + 1:])  # the other images' main runs follow
 
 
+class WorkerShareTest(helpers.TestCase):
+
+    def test_one_image_runs_alternate_between_two_workers(self):
+        from tfc_inference import evaluate
+        kodak = helpers.load_example("kodak")
+        plan = [("main", f"hp-{i}", ["sga"], ["img0.png"]) for i in range(5)]
+        plan += [("ablation", "hp-0", ["map", "ste", "uniform-noise"], ["img0.png"])]
+        ordered = kodak.image_major(plan, 2)
+        offsets = kodak.run_offsets(ordered)
+        self.assertEqual(offsets, [0, 1, 2, 3, 4, 5])
+        shares = {0: [], 1: []}
+        for (stage, name, methods, paths), offset in zip(ordered, offsets):
+            keys = [(name, p, m) for p in paths for m in methods]
+            jobs = [(p, m, k) for p, m, k in zip([p for p in paths for _ in methods], methods * len(paths), keys)]
+            for worker in shares:
+                shares[worker] += [j[-1] for j in evaluate.shard_jobs(keys, jobs, (worker, 2), offset)]
+        self.assertEqual([len(v) for v in shares.values()], [4, 4])  # 8 runs, 4 each
+        self.assertEqual([k[0] for k in shares[0][:3]], ["hp-0", "hp-2", "hp-4"])
+        self.assertEqual([k[0] for k in shares[1][:2]], ["hp-1", "hp-3"])
+
+
 class AblationSubsetTest(helpers.TestCase):
 
     def _models(self):

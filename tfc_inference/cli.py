@@ -435,11 +435,11 @@ def cmd_evaluate(args) -> int:
     methods = [m for m in args.methods.split(",") if m]
     print("| model | method | images | bpp (file) | bpp (est.) | PSNR dB | R-D loss | encode s | decoded exactly |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
-    for name in args.model:
+    for number, name in enumerate(args.model):
         model = _load_model(name)
         records = evaluate.run(model, paths, methods, args.cache, iterations=args.iterations,
                                schedule=args.schedule, seed=args.seed, eval_every=args.eval_every,
-                               shard=args.shard)
+                               shard=args.shard, shard_offset=number * len(paths) * len(methods))
         for method in methods:
             recs = [r for r in records if r["method"] == method]
             if not recs:

@@ -78,15 +78,19 @@ def parse_shard(text: str) -> Tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def shard_jobs(keys: Sequence[tuple], jobs: Sequence[tuple], shard: Tuple[int, int] = (0, 1)) -> List[tuple]:
+def shard_jobs(keys: Sequence[tuple], jobs: Sequence[tuple], shard: Tuple[int, int] = (0, 1),
+               offset: int = 0) -> List[tuple]:
     """The jobs of shard ``(i, n)``: those whose key is at a position ``p`` of ``keys`` (every requested run, in
-    order) with ``p % n == i``.  Positions in ``keys`` do not depend on what the cache already holds, so workers
-    that start at different moments still split the runs without overlap or gaps."""
+    order) with ``(offset + p) % n == i``.  Positions in ``keys`` do not depend on what the cache already holds, so
+    workers that start at different moments still split the runs without overlap or gaps.  ``offset``: how many
+    runs of a larger plan (earlier models or stages) come before these, so that a plan of many one-run calls
+    (one image, one method per model) still alternates between the workers instead of giving every run to
+    worker 0."""
     index, count = shard
     if count == 1:
         return list(jobs)
     position = {key: p for p, key in enumerate(keys)}
-    return [job for job in jobs if position[job[-1]] % count == index]
+    return [job for job in jobs if (offset + position[job[-1]]) % count == index]
 
 
 def machine_description() -> str:
@@ -181,12 +185,13 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
         schedule: Optional[str] = None, seed: int = 0, learning_rate: Optional[float] = None, eval_every: int = 50,
         keep_trace: bool = True, progress: bool = True, bbvi_iterations: int = 2000,
         side_info_bytes: int = 65536, rounding=None, three_class: bool = False,
-        shard: Tuple[int, int] = (0, 1)) -> List[Dict[str, Any]]:
+        shard: Tuple[int, int] = (0, 1), shard_offset: int = 0) -> List[Dict[str, Any]]:
     """Evaluates every (image, method) pair not yet in ``cache_path``; returns all matching records.
 
     ``shard=(i, n)`` runs only the i-th of n disjoint shares of the runs (:func:`shard_jobs`), for n worker
     processes sharing one cache (e.g. one TF thread each: on 2 cores two 1-thread SGA workers do ~1.3x the
-    image-steps per second of one 2-thread worker).
+    image-steps per second of one 2-thread worker); ``shard_offset``: the number of runs of the calls before this
+    one in a larger plan (:func:`shard_jobs`).
 
     ``schedule`` may be a name or a :class:`~tfc_inference.schedules.ExponentialSchedule`; ``rounding`` and
     ``three_class`` choose the rounding distribution of ``sga`` / ``deterministic-annealing`` (recorded as
@@ -201,7 +206,7 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
     keys, jobs, done = plan(model, image_paths, methods, cache_path, iterations=iterations, schedule=schedule,
                             seed=seed, learning_rate=learning_rate, bbvi_iterations=bbvi_iterations,
                             rounding=rounding, three_class=three_class)
-    jobs = shard_jobs(keys, jobs, shard)
+    jobs = shard_jobs(keys, jobs, shard, shard_offset)
     label = getattr(model, 'zoo_name', 'model') + (f" [{shard[0] + 1}/{shard[1]}]" if shard[1] > 1 else "")
     bar = tqdm(jobs, desc=f"evaluating {label}", unit="run", disable=not progress, position=shard[0])
     for path, method, its, sched, lr, variant, key in bar:
