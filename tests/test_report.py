@@ -275,6 +275,18 @@ class WriteTest(helpers.TestCase):
         self.assertNear(float(row["mean_coder_pct"]), coder, 1e-6)
         self.assertNear(float(row["mean_container_pct"]) + float(row["mean_coder_pct"]),
                         float(row["mean_gap_pct"]), 1e-6)
+        # round trips are counted, not assumed: one record whose decode differed shows as such
+        self.assertEqual((row["decoded_exactly"], row["files"], row["side_info_recovered"]), ("5", "5", ""))
+        recs[0]["decoded_exactly"] = False
+        for r in recs[1:]:
+            r["side_info_recovered"] = True
+        recs[-1]["side_info_recovered"] = False
+        report.write(recs, out, "kodak", caches=["cache.jsonl"])
+        with open(os.path.join(out, "rate_gap.csv")) as f:
+            (row,) = list(csv.DictReader(f))
+        self.assertEqual((row["decoded_exactly"], row["side_info_recovered"]), ("4", "3/4"))
+        with open(os.path.join(out, "summary.md")) as f:
+            self.assertIn("| 4/5 | 3/4 |", f.read())
         # records without payload_bits (older caches) leave the split empty instead of guessing
         report.write(_curve_records(LAMBDAS, IMAGES[:1]), out, "kodak", caches=["cache.jsonl"])
         with open(os.path.join(out, "rate_gap.csv")) as f:

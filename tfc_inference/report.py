@@ -920,7 +920,12 @@ def write(records: Sequence[Dict[str, Any]], out_dir: str, dataset: str = "kodak
                               mean_estimated_bpp=float(np.mean([b for _, b, _ in est])),
                               mean_gap_bpp=float(np.mean([a - b for a, b, _ in est])),
                               mean_gap_pct=float(np.mean([100 * (a / b - 1) for a, b, _ in est])),
-                              mean_container_pct=None, mean_coder_pct=None)
+                              mean_container_pct=None, mean_coder_pct=None,
+                              files=len(recs), decoded_exactly=sum(r.get("decoded_exactly") is True for r in recs),
+                              side_info_recovered=None)
+            carried = [r for r in recs if "side_info_recovered" in r]
+            if carried:  # bits-back: did the decoder give back the side information bit for bit
+                row["side_info_recovered"] = f"{sum(r['side_info_recovered'] is True for r in carried)}/{len(carried)}"
             if all(h is not None for _, _, h in est):
                 # split the gap: fixed container bytes vs the coder's own excess over -log2 of the probabilities
                 row["mean_container_pct"] = float(np.mean([100 * h / b for _, b, h in est]))
@@ -1095,22 +1100,25 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, 
     L.append("## File size vs estimated rate\n")
     if gap_rows:
         L.append("| curve | records | mean rate bpp | mean estimated bpp | mean gap bpp | mean gap | "
-                 "of which container | of which coder |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+                 "of which container | of which coder | decoded exactly | side info back |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
         def pct(v):
             return "-" if v is None else f"{v:+.2f}%"
         for r in gap_rows:
             L.append(f"| {r['curve']} | {r['records']} | {r['mean_rate_bpp']:.4f} | {r['mean_estimated_bpp']:.4f} | "
                      f"{r['mean_gap_bpp']:+.4f} | {r['mean_gap_pct']:+.2f}% | {pct(r['mean_container_pct'])} | "
-                     f"{pct(r['mean_coder_pct'])} |")
+                     f"{pct(r['mean_coder_pct'])} | {r['decoded_exactly']}/{r['files']} | "
+                     f"{r['side_info_recovered'] or '-'} |")
         L.append("\n(The gap is the file's rate over the model's estimate -log2 P of the coded latents (bits-back: "
                  "net of side information and of the bits got back). *Container*: header, guard stream "
                  "(entropy-model and latent checksums, pinned scale indexes), length fields and CRC-32 (bits-back: "
                  "also the metadata stream); *coder*: the rest, the entropy coder's own overhead. Percentages are "
                  "per-image means relative to the estimate. A negative coder share means the file beat the estimate: -log2 p has no floor, while "
                  "the coder's tables code far-tail values with a bounded escape code, so a few outliers the "
-                 "amortized encoder leaves (SGA removes them) cost less in the file than in the estimate.)")
+                 "amortized encoder leaves (SGA removes them) cost less in the file than in the estimate. "
+                 "*Decoded exactly*: files whose decoded image equals the encoder's reconstruction bit for bit; "
+                 "*side info back*: bits-back files whose carried side information the decoder recovered exactly.)")
     else:
         L.append("No learned-codec records.")
     L.append("")
