@@ -50,8 +50,8 @@ class WorkerShareTest(helpers.TestCase):
         self.assertEqual(offsets, [0, 1, 2, 3, 4, 5])
         shares = {0: [], 1: []}
         for (stage, name, methods, paths), offset in zip(ordered, offsets):
-            keys = [(name, p, m) for p in paths for m in methods]
-            jobs = [(p, m, k) for p, m, k in zip([p for p in paths for _ in methods], methods * len(paths), keys)]
+            jobs = [(p, m, (name, p, m)) for p in paths for m in methods]
+            keys = [job[-1] for job in jobs]
             for worker in shares:
                 shares[worker] += [j[-1] for j in evaluate.shard_jobs(keys, jobs, (worker, 2), offset)]
         self.assertEqual([len(v) for v in shares.values()], [4, 4])  # 8 runs, 4 each
