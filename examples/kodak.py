@@ -119,9 +119,14 @@ def zoo_models(names: Optional[str]) -> List[Dict]:
     return sorted(series, key=lambda m: (m["config"]["kind"] != "hyperprior", m["config"]["lmbda"]))
 
 
+def selected_methods(args) -> List[str]:
+    """The methods of ``--methods``, in order."""
+    return [m.strip() for m in args.methods.split(",") if m.strip()]
+
+
 def stages(models: List[Dict], paths: Sequence[str], args) -> List[tuple]:
     """(stage name, model name, methods, image paths) in priority order."""
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = selected_methods(args)
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         sys.exit(f"unknown method(s): {', '.join(unknown)}")
@@ -316,8 +321,7 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
                   f"{len(jobs):4d} to do" + (f"  ~{_hours(eta)}" if jobs and eta else ""))
         abl = [s for s in plan if s[0] == "ablation"]
         if not abl:
-            selected = {m.strip() for m in args.methods.split(",")}
-            if not selected.intersection(x for xs in ABLATION_METHODS.values() for x in xs):
+            if not set(selected_methods(args)).intersection(x for xs in ABLATION_METHODS.values() for x in xs):
                 print("  ablation: none of its methods selected (--methods)")
             else:
                 print(f"  ablation: no zoo model with a lambda in {args.ablation_lambdas} (--ablation-lambdas)")
