@@ -41,6 +41,8 @@ def _curve_records(lambdas, images, rate_scale=1.0, psnr_shift=0.0, method="amor
 
 LAMBDAS = (0.0025, 0.005, 0.01, 0.02, 0.04)
 IMAGES = ("a.png", "b.png", "c.png")
+#: as many images as the published Kodak curves average: only then are those curves BD-rate anchors
+KODAK = tuple(f"kodim{i:02d}.png" for i in range(1, 25))
 
 
 class BDRateTest(helpers.TestCase):
@@ -163,12 +165,12 @@ class WriteTest(helpers.TestCase):
         return path
 
     def test_report_files_bd_table_ablation_and_compressai_layout(self):
-        recs = _curve_records(LAMBDAS, IMAGES)
-        recs += _curve_records(LAMBDAS, IMAGES, rate_scale=0.9, method="sga", its=20)
-        recs += _curve_records(LAMBDAS[1:3], IMAGES[:2], rate_scale=0.95, method="map", its=20)
+        recs = _curve_records(LAMBDAS, KODAK)
+        recs += _curve_records(LAMBDAS, KODAK, rate_scale=0.9, method="sga", its=20)
+        recs += _curve_records(LAMBDAS[1:3], KODAK[:2], rate_scale=0.95, method="map", its=20)
         for r, cpu in zip([r for r in recs if r["method"] == "sga"], [3.0, 5.0, 4.0]):
             r["encode_cpu_seconds"] = cpu  # older records have no CPU time: the median is over the three that do
-        recs.append(dict(codec="jpeg", method="jpeg", settings="s", level=50.0, image="a.png", bpp=1.0, psnr=30.0,
+        recs.append(dict(codec="jpeg", method="jpeg", settings="s", level=50.0, image=KODAK[0], bpp=1.0, psnr=30.0,
                          ms_ssim=None))
         out = helpers.fresh_dir("report_out")
         rep = report.write(recs, out, "kodak", caches=["cache.jsonl"])
@@ -188,7 +190,7 @@ class WriteTest(helpers.TestCase):
         self.assertEqual(abl["A1"]["images"], 2)
         self.assertEqual(str(abl["A1"]["bd"]), "n/a (2 points)")
         # per-lambda R-D loss vs M3 on the same two images: only the rate term changes (x0.95)
-        base = [r for r in recs if r["method"] == "amortized" and r["lmbda"] == LAMBDAS[1] and r["image"] in IMAGES[:2]]
+        base = [r for r in recs if r["method"] == "amortized" and r["lmbda"] == LAMBDAS[1] and r["image"] in KODAK[:2]]
         expect = np.mean([0.95 * r["bpp"] + r["lmbda"] * r["mse"] for r in base]) / np.mean(
             [r["bpp"] + r["lmbda"] * r["mse"] for r in base]) - 1
         self.assertNear(dict(abl["A1"]["loss_change"])[LAMBDAS[1]], 100 * expect, 1e-6)
@@ -197,8 +199,8 @@ class WriteTest(helpers.TestCase):
         self.assertIn("**Not yet run:** SGA+BB [M2]", summary)
         # where each curve was measured: _record sets no machine, so every record counts as "not recorded"
         machines = {r["curve"]: r for r in report.machines_table(rep)}
-        self.assertEqual(machines["M1 SGA [hyperprior-mse, 20 its]"]["records"], len(LAMBDAS) * len(IMAGES))
-        self.assertIn("| M1 SGA [hyperprior-mse, 20 its] | not recorded | ? x ? | 15 | 0.010 | 1.0 | 4.0 (3) |",
+        self.assertEqual(machines["M1 SGA [hyperprior-mse, 20 its]"]["records"], len(LAMBDAS) * len(KODAK))
+        self.assertIn("| M1 SGA [hyperprior-mse, 20 its] | not recorded | ? x ? | 120 | 0.010 | 1.0 | 4.0 (3) |",
                       summary)
         self.assertEqual(machines["M3 amortized [hyperprior-mse]"]["cpu_records"], 0)
         # per image: SGA's rate is 0.9x at the same PSNR, so its loss change is known for each image and lambda
@@ -221,6 +223,20 @@ class WriteTest(helpers.TestCase):
         loaded = baselines.load_compressai_json(os.path.join(out, "compressai",
                                                              "hyperprior-mse_sga_20its_improved_lr0.005.json"))
         self.assertEqual(loaded["results"]["psnr-rgb"], data["results"]["psnr-rgb"])
+
+    def test_rewritten_report_drops_what_it_no_longer_draws(self):
+        out = helpers.fresh_dir("report_rewrite")
+        sga = lambda images: _curve_records(LAMBDAS, images, rate_scale=0.9, method="sga", its=20)
+        first = report.write(_curve_records(LAMBDAS, KODAK) + sga(KODAK), out, "kodak")
+        self.assertIn("bd_vs_bpg.png", first.files)
+        # three images of kodak: BPG is no anchor, and there is no SGA curve any more
+        second = report.write(_curve_records(LAMBDAS, IMAGES), out, "kodak")
+        self.assertNotIn("bd_vs_bpg.png", second.files)
+        self.assertFalse(os.path.exists(os.path.join(out, "bd_vs_bpg.png")))
+        self.assertEqual(sorted(os.path.join("compressai", n) for n in os.listdir(os.path.join(out, "compressai"))),
+                         sorted(f for f in second.files if f.startswith("compressai")))
+        self.assertEqual(len(os.listdir(os.path.join(out, "compressai"))), 1)
+        self.assertTrue(os.path.isfile(os.path.join(out, "rd.png")))
 
     def test_ablation_compares_on_the_common_images_only(self):
         # SGA: 0.9x the rate on a.png and b.png at every lambda, plus c.png at one lambda with 3x the rate; the
@@ -294,7 +310,7 @@ class WriteTest(helpers.TestCase):
         self.assertEqual(row["mean_coder_pct"], "")
 
     def test_cli_report_and_errors(self):
-        cache = self._cache(_curve_records(LAMBDAS[:2], IMAGES))
+        cache = self._cache(_curve_records(LAMBDAS[:2], KODAK))
         out = os.path.join(helpers.fresh_dir("report_cli"), "kodak")
 
         def run(*argv):
@@ -339,11 +355,25 @@ class WriteTest(helpers.TestCase):
         self.assertFalse(subset.same_set)
         self.assertTrue(subset.is_subset)
         self.assertEqual(subset.set_note, "published: all of kodak")
-        # a label alone does not make a subset
-        self.assertFalse(report.build(recs, dataset="kodak (first 3 images)", published="kodak").is_subset)
+        # a label alone does not make a subset: all 24 images under any label are the published set's images
+        full = _curve_records(LAMBDAS, KODAK)
+        self.assertFalse(report.build(full, dataset="kodak (first 24 images)", published="kodak").is_subset)
         other = report.build(recs, dataset="unsplash1200", published="tecnick")
         self.assertEqual(other.set_note, "other image set: tecnick")
-        self.assertTrue(report.build(recs, dataset="kodak", published="kodak").same_set)
+        self.assertTrue(report.build(full, dataset="kodak", published="kodak").same_set)
+        # fewer images than the published curves average make a subset whatever the label (one Tecnick image of
+        # the published 100): BPG is then no anchor
+        for images, dataset in ((IMAGES, "kodak"), (IMAGES[:1], "tecnick")):
+            sga = _curve_records(LAMBDAS, images, rate_scale=0.9, method="sga", its=20)
+            rep = report.build(_curve_records(LAMBDAS, images) + sga, dataset=dataset)
+            self.assertEqual((rep.published_set, rep.is_subset, rep.same_set), (dataset, True, False))
+            self.assertEqual(rep.set_note, f"published: all of {dataset}")
+            rows = {r["curve"]: r for r in report.bd_table(rep)}
+            self.assertNear(rows["M1 SGA [hyperprior-mse, 20 its]"]["vs M3"].value, -10.0, 1e-6)
+            self.assertNotIn("vs BPG", rows["M1 SGA [hyperprior-mse, 20 its]"])
+        full_rep = report.build(full + _curve_records(LAMBDAS, KODAK, rate_scale=0.9, method="sga", its=20))
+        rows = {r["curve"]: r for r in report.bd_table(full_rep)}
+        self.assertIsNotNone(rows["M1 SGA [hyperprior-mse, 20 its]"]["vs BPG"].value)
 
 
 class EvaluateMSSSIMTest(helpers.TestCase):

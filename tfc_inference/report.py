@@ -495,8 +495,8 @@ class Report:
 
     @property
     def same_set(self) -> bool:
-        """Whether the published curves are of this dataset (else: shown for scale, never used as anchors)."""
-        return self.published_set == self.dataset
+        """Whether the published curves average exactly these images (else: shown for scale, never anchors)."""
+        return self.published_set == self.dataset and not self.subset
 
     @property
     def is_subset(self) -> bool:
@@ -513,6 +513,10 @@ class Report:
         return c.points if self.allow_partial else c.complete(self.images)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _base_curve_id(ours: Dict[str, Curve]) -> Optional[str]:
     candidates = [c for c in ours.values() if c.key.method == "amortized" and c.key.iterations == 0
                   and c.key.family.startswith(BASE_FAMILY_PREFIX)]
@@ -522,15 +526,22 @@ def _base_curve_id(ours: Dict[str, Curve]) -> Optional[str]:
     return (preferred or candidates)[0].id
 
 
+#: how many images each published set's curves average (Kodak: all 24; Tecnick: the 100 of its 1200x1200 set)
+PUBLISHED_SET_SIZES = {"kodak": 24, "tecnick": 100}
+
+
 def build(records: Sequence[Dict[str, Any]], dataset: str = "kodak", published: Optional[str] = None,
           min_points: int = DEFAULT_MIN_POINTS, allow_partial: bool = False,
           published_root: Optional[str] = None, subset: bool = False) -> Report:
     """Aggregates the records; ``published``: which published set to compare with (default: ``dataset`` if it is
     kodak or tecnick; ``"none"`` for none); ``subset``: the records cover only part of that set (an interim report,
-    ``dataset`` then names the part, e.g. "kodak (first 6 images)")."""
+    ``dataset`` then names the part, e.g. "kodak (first 6 images)"). A ``dataset`` named as the published set but
+    with fewer images than it holds (:data:`PUBLISHED_SET_SIZES`) is a subset too: a published average over 100
+    Tecnick images is no anchor for one of them."""
     images = dataset_images([r for r in records if is_learned(r) or is_baseline(r)])
     ours = learned_curves(records)
     pub_set = published if published is not None else (dataset if dataset in baselines.PUBLISHED else "none")
+    subset = subset or (dataset == pub_set and len(images) < PUBLISHED_SET_SIZES.get(pub_set, 0))
     pub = published_curves(pub_set, published_root) if pub_set != "none" else OrderedDict()
     return Report(dataset, images, ours, baseline_curves(records), pub, _base_curve_id(ours), min_points,
                   allow_partial, published_set=pub_set, subset=subset)
@@ -748,7 +759,7 @@ def plot_rd(rep: Report, path: str, metric: str = "psnr") -> bool:
         ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlabel("bits per pixel (real file size; the paper's curves: estimated)")
     ax.set_ylabel("PSNR (RGB) [dB]" if metric == "psnr" else "MS-SSIM (RGB)")
-    ax.set_title(f"{rep.dataset}: rate-distortion, per-image averaged ({len(rep.images)} images)")
+    ax.set_title(f"{rep.dataset}: rate-distortion, per-image averaged ({_count(len(rep.images), 'image')})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -965,7 +976,24 @@ def write(records: Sequence[Dict[str, Any]], out_dir: str, dataset: str = "kodak
     with open(out("summary.md"), "w") as f:
         f.write(_summary(rep, point_rows, bd_rows, abl, gap_rows, per_image, paper, comparison, figures, caches,
                          command, anchors))
+    _remove_stale(out_dir, files)
     return rep
+
+
+#: figures :func:`write` draws only when there is something to draw
+_OPTIONAL_FIGURES = ("rd.png", "rd_msssim.png", "bd_vs_bpg.png", "ablation.png")
+
+
+def _remove_stale(out_dir: str, files: Sequence[str]) -> None:
+    """Deletes what an earlier report wrote to ``out_dir`` and this one did not (a figure it no longer draws, a
+    curve's JSON it no longer has), so that the folder never mixes two reports."""
+    stale = [n for n in _OPTIONAL_FIGURES if n not in files]
+    compressai_dir = os.path.join(out_dir, "compressai")
+    stale += [os.path.join("compressai", n) for n in sorted(os.listdir(compressai_dir))
+              if n.endswith(".json") and os.path.join("compressai", n) not in files]
+    for name in stale:
+        if os.path.isfile(os.path.join(out_dir, name)):
+            os.remove(os.path.join(out_dir, name))
 
 
 def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, comparison, figures, caches,
@@ -973,7 +1001,7 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, 
     L = []
     L.append(f"# {rep.dataset}: rate-distortion report\n")
     L.append(f"Generated {datetime.date.today().isoformat()} by `tfc_inference.report` from "
-             + ", ".join(f"`{c}`" for c in caches) + f"; {len(rep.images)} images.")
+             + ", ".join(f"`{c}`" for c in caches) + f"; {_count(len(rep.images), 'image')}.")
     if command:
         L.append(f"Reproduce: `{command}`")
     L.append("")
@@ -1056,7 +1084,7 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, 
         "curves yet") + ".\n")
     gauge = any(r["comparison"].endswith("vs JPEG2000") for r in comparison)
     if comparison:
-        images = f"{len(rep.images)} image(s)" if not rep.same_set else "the same images"
+        images = _count(len(rep.images), "image") if not rep.same_set else "the same images"
         L.append(f"Over the same PSNR interval (ours: {images} of {rep.dataset}; the paper's: its published "
                  f"curves on {rep.published_set}, estimated rates):\n")
         L.append("| comparison | PSNR interval | ours | paper, same interval | paper, its full range |")
