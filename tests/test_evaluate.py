@@ -135,6 +135,7 @@ class ShardTest(helpers.TestCase):
         first = evaluate.run(model, paths, ["amortized"], cache, progress=False, shard=(0, 2))
         self.assertEqual([r["image"] for r in first], ["img0.png", "img2.png"])
         self.assertEqual({r["workers"] for r in first}, {2})
+        self.assertEqual({r["cpu_allocator"] for r in first}, {"bfc"})  # the package's default
         second = evaluate.run(model, paths, ["amortized"], cache, progress=False, shard=(1, 2))
         self.assertEqual([r["image"] for r in second], ["img0.png", "img1.png", "img2.png"])
         self.assertEqual(len(evaluate.load_cache(cache)), 3)

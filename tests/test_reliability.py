@@ -88,23 +88,28 @@ print("RESULT " + json.dumps(out))
 '''
 
 
-class InterOpThreadsTest(helpers.TestCase):
-    """Importing the package asks TF for one inter-op thread (concurrent oneDNN ops corrupted the heap), unless
-    the user chose a number."""
+class ProcessSettingsTest(helpers.TestCase):
+    """Importing the package asks TF for one inter-op thread (concurrent oneDNN ops corrupted the heap) and for its
+    pooling CPU allocator (malloc's mmap/munmap of large tensors cost a third of SGA's CPU time in page faults),
+    unless the user chose otherwise."""
 
-    def _setting(self, value):
+    def _setting(self, name, value):
         env = helpers.subprocess_env()
-        env.pop("TF_NUM_INTEROP_THREADS", None)
+        env.pop(name, None)
         if value is not None:
-            env["TF_NUM_INTEROP_THREADS"] = value
-        script = "import os, tfc_inference; print('SETTING', os.environ.get('TF_NUM_INTEROP_THREADS'))"
+            env[name] = value
+        script = f"import os, tfc_inference; print('SETTING', os.environ.get({name!r}))"
         proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
         self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
         return [ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("SETTING ")][-1]
 
     def test_one_inter_op_thread_unless_the_user_set_it(self):
-        self.assertEqual(self._setting(None), "1")
-        self.assertEqual(self._setting("2"), "2")
+        self.assertEqual(self._setting("TF_NUM_INTEROP_THREADS", None), "1")
+        self.assertEqual(self._setting("TF_NUM_INTEROP_THREADS", "2"), "2")
+
+    def test_pooling_cpu_allocator_unless_the_user_set_it(self):
+        self.assertEqual(self._setting("TF_CPU_ALLOCATOR_USE_BFC", None), "true")
+        self.assertEqual(self._setting("TF_CPU_ALLOCATOR_USE_BFC", "false"), "false")
 
 
 class DeterminismTest(helpers.TestCase):

@@ -170,6 +170,7 @@ class WriteTest(helpers.TestCase):
         recs += _curve_records(LAMBDAS[1:3], KODAK[:2], rate_scale=0.95, method="map", its=20)
         for r, cpu in zip([r for r in recs if r["method"] == "sga"], [3.0, 5.0, 4.0]):
             r["encode_cpu_seconds"] = cpu  # older records have no CPU time: the median is over the three that do
+        recs[0].update(machine="m", tf_threads=1, workers=2, cpu_allocator="bfc")
         recs.append(dict(codec="jpeg", method="jpeg", settings="s", level=50.0, image=KODAK[0], bpp=1.0, psnr=30.0,
                          ms_ssim=None))
         out = helpers.fresh_dir("report_out")
@@ -203,6 +204,8 @@ class WriteTest(helpers.TestCase):
         self.assertIn("| M1 SGA [hyperprior-mse, 20 its] | not recorded | ? x ? | 120 | 0.010 | 1.0 | 4.0 (3) |",
                       summary)
         self.assertEqual(machines["M3 amortized [hyperprior-mse]"]["cpu_records"], 0)
+        # a record's CPU allocator, where recorded, sets it apart (malloc costs SGA far more CPU time than BFC)
+        self.assertIn("| M3 amortized [hyperprior-mse] | m | 1 x 2, bfc | 1 |", summary)
         # per image: SGA's rate is 0.9x at the same PSNR, so its loss change is known for each image and lambda
         columns, rows = report.per_image_table(rep)
         self.assertEqual(columns, ["M1 SGA [hyperprior-mse, 20 its]"])

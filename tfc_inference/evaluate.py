@@ -107,6 +107,11 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
+def cpu_allocator() -> str:
+    """TF's CPU allocator in this process: "bfc" (pooling; the package's default) or "malloc" (TF's own default)."""
+    return "bfc" if os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() in ("true", "1") else "malloc"
+
+
 def _tf_threads() -> int:
     """TF's intra-op thread count for this process (0: TF's default, one per core)."""
     import tensorflow as tf
@@ -245,7 +250,8 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
                    decoded_exactly=bool(np.array_equal(decoded.image, result.reconstruction)
                                         and np.array_equal(decoded.y_symbols, result.y_symbols)),
                    ms_ssim=ms_ssim(x, decoded.image),
-                   machine=machine_description(), workers=shard[1], tf_threads=_tf_threads())
+                   machine=machine_description(), workers=shard[1], tf_threads=_tf_threads(),
+                   cpu_allocator=cpu_allocator())
         if side_info is not None:
             e = result.extra
             rec.update(side_info_bits=e["side_info_bits"], net_bits=e["net_bits"],

@@ -667,7 +667,8 @@ def per_image_table(rep: Report) -> Tuple[List[str], List[Dict[str, Any]]]:
 
 
 def machines_table(rep: Report) -> List[Dict[str, Any]]:
-    """Per curve and machine: how many records were measured there, with which TF threads x workers, and their
+    """Per curve and machine: how many records were measured there, with which TF threads x workers (and CPU
+    allocator, where recorded), and their
     median seconds per iteration (iterative methods) and per encode (medians: a run whose process was paused,
     e.g. with SIGSTOP while the test suite ran, counts the pause in its wall-clock times), and the median process
     CPU seconds per encode where recorded (all threads of the worker; not inflated by pauses)."""
@@ -676,6 +677,8 @@ def machines_table(rep: Report) -> List[Dict[str, Any]]:
         groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
         for r in _records_of(rep, c):
             setup = f"{r.get('tf_threads', '?')} x {r.get('workers', '?')}"
+            if r.get("cpu_allocator"):  # recorded since 2026-11-29: malloc's page faults cost SGA ~60% more CPU
+                setup += f", {r['cpu_allocator']}"
             groups.setdefault((r.get("machine") or "not recorded", setup), []).append(r)
         for (machine, setup), recs in sorted(groups.items()):
             its = [r["seconds_per_iteration"] for r in recs if r.get("seconds_per_iteration")]
@@ -1028,7 +1031,7 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, 
         L.append(f"- **Not yet run:** {', '.join(missing)}.")
     L.append("")
     L.append("## Where it was measured\n")
-    L.append("| curve | machine | TF threads x workers | records | median s / iteration | median encode s "
+    L.append("| curve | machine | TF threads x workers, CPU allocator | records | median s / iteration | median encode s "
              "| median encode CPU s (records) |")
     L.append("|---|---|---|---:|---:|---:|---:|")
     for r in machines_table(rep):
@@ -1040,7 +1043,8 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, 
              "counts the pause, hence medians. CPU seconds, recorded since 2026-11-27, are the worker process's "
              "own and do not count pauses. SGA+BB's seconds per iteration, recorded since 2026-11-27, time its "
              "stage 1 (joint SGA and BBVI); records also hold `bbvi_seconds_per_iteration` of the reproducible "
-             "BBVI.)\n")
+             "BBVI. The CPU allocator, recorded since 2026-11-29, is TF's pooling `bfc` (the package's default) "
+             "or `malloc`, whose page faults cost SGA ~60% more CPU time on 1200x1200 images.)\n")
     # points
     L.append("## Points (ours)\n")
     L.append("| curve | model | lambda | images | bpp | est. bpp | PSNR dB | MS-SSIM | rate vs BPG at equal PSNR "
