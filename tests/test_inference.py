@@ -138,7 +138,9 @@ class InferenceTest(helpers.TestCase):
             # Adam is elementwise and the loss a sum over images, so only float summation order can differ
             self.assertAllClose(together.info["trace"][-1]["loss"][i], alone.info["trace"][-1]["loss"][0],
                                 rtol=1e-3)
-            same = np.mean(together.y_hat[i].numpy() == alone.y_hat[0].numpy())
+            # y_hat = integer + predicted mean; the convolutions' last bits depend on the batch size on some CPUs
+            # (AVX2: ~1e-7 in the encoder's y), so compare the integer decisions (a different one is >= 1 off)
+            same = np.mean(np.abs(together.y_hat[i].numpy() - alone.y_hat[0].numpy()) < 1e-4)
             self.assertGreater(same, 0.999)
 
     def test_bad_options(self):
