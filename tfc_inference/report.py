@@ -668,10 +668,10 @@ def per_image_table(rep: Report) -> Tuple[List[str], List[Dict[str, Any]]]:
 
 def machines_table(rep: Report) -> List[Dict[str, Any]]:
     """Per curve and machine: how many records were measured there, with which TF threads x workers (and CPU
-    allocator, where recorded), and their
-    median seconds per iteration (iterative methods) and per encode (medians: a run whose process was paused,
-    e.g. with SIGSTOP while the test suite ran, counts the pause in its wall-clock times), and the median process
-    CPU seconds per encode where recorded (all threads of the worker; not inflated by pauses)."""
+    allocator, where recorded), and their median seconds per iteration (iterative methods) and per encode
+    (medians: a run whose process was paused, e.g. with SIGSTOP while the test suite ran, counts the pause in its
+    wall-clock times), and the median process CPU seconds per encode where recorded (all threads of the worker;
+    not inflated by pauses)."""
     rows = []
     for c in rep.ours.values():
         groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
