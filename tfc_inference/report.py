@@ -1031,8 +1031,8 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, 
         L.append(f"- **Not yet run:** {', '.join(missing)}.")
     L.append("")
     L.append("## Where it was measured\n")
-    L.append("| curve | machine | TF threads x workers, CPU allocator | records | median s / iteration | median encode s "
-             "| median encode CPU s (records) |")
+    L.append("| curve | machine | TF threads x workers, CPU allocator | records | median s / iteration "
+             "| median encode s | median encode CPU s (records) |")
     L.append("|---|---|---|---:|---:|---:|---:|")
     for r in machines_table(rep):
         cpu = f"{_fmt(r['encode_cpu_seconds'], '.1f')} ({r['cpu_records']})" if r["cpu_records"] else "—"
