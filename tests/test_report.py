@@ -113,6 +113,15 @@ class BDRateTest(helpers.TestCase):
 
 class AggregationTest(helpers.TestCase):
 
+    def test_bits_back_rate_is_net_only_if_the_side_information_came_back(self):
+        rec = dict(bpp=0.30, net_bpp=0.25, mse=10.0, side_info_recovered=True)
+        self.assertEqual(report.rate(rec), 0.25)
+        self.assertNear(report.rd_loss(rec, 0.01), 0.35, 1e-12)
+        rec["side_info_recovered"] = False  # not carried for free: the whole file is charged
+        self.assertEqual(report.rate(rec), 0.30)
+        self.assertNear(report.rd_loss(rec, 0.01), 0.40, 1e-12)
+        self.assertEqual(report.rate(dict(bpp=0.30)), 0.30)
+
     def test_per_image_means_partial_points_and_superseded_weights(self):
         recs = _curve_records(LAMBDAS[:2], IMAGES)
         # PSNR is averaged per image, not computed from the mean MSE

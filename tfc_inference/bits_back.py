@@ -229,10 +229,19 @@ class BitsBackInference:
         self.bbvi_learning_rate = float(bbvi_learning_rate)
         self.schedule = schedules.get(schedule, iterations)
         self.sga = discretize.get("sga", rounding, three_class)  # SGA's rounding distribution (default atanh)
-        # one trace per exact input shape (no shape relaxation): an encoder that has seen other image sizes runs
-        # the same graph for this size as a fresh decoder process, whose BBVI must reproduce q bit for bit
-        self._stage1 = tf.function(self._stage1_chunk)
-        self._stage2 = tf.function(self._bbvi_chunk)
+        # One trace for every image size (spatial dimensions unknown), so that an encoder that has seen other
+        # sizes and a fresh decoder run the same graph.  Unknown shapes also keep Grappler's memory optimizer
+        # from rewriting large gradient sums (AddN) into AssignAdds into a temporary variable, which add in the
+        # order the terms happen to finish: on large images (1200x1200) that made the BBVI's q differ in the
+        # last bits from call to call in one process, and the decoder could not give the side information back.
+        c = model.config
+        y_spec = tf.TensorSpec([None, None, None, c.latent_channels], tf.float32)
+        z_spec = tf.TensorSpec([None, None, None, c.hyper_latent_channels], tf.float32)
+        step = tf.TensorSpec([], tf.int64)
+        self._stage1 = tf.function(self._stage1_chunk, input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32), (y_spec, z_spec, z_spec) * 3, step, step,
+            tf.TensorSpec([2], tf.int32)])
+        self._stage2 = tf.function(self._bbvi_chunk, input_signature=[y_spec, (z_spec,) * 6, step])
 
     def _eps(self, shape, step, salt):
         seed = tf.stack([tf.constant(self.seed + salt, tf.int32), tf.cast(step, tf.int32)])

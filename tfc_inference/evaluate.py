@@ -260,7 +260,8 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
                        bits_z=e["bits_z"], bits_back=e["bits_back"], pad_words=e["pad_words"],
                        bbvi_iterations=e["bbvi_iterations"], side_info_recovered=decoded.side_info == side_info,
                        bbvi_seconds_per_iteration=e.get("bbvi_seconds_per_iteration", 0.0))
-            rec["loss"] = rec["net_bpp"] + result.lmbda * result.mse
+            # side information that does not come back was not carried for free: charge the whole file
+            rec["loss"] = (rec["net_bpp"] if rec["side_info_recovered"] else rec["bpp"]) + result.lmbda * result.mse
         if keep_trace and "trace" in result.extra:
             rec["trace"] = [dict(step=t["step"], tau=t["tau"], loss=t["loss"][0],
                                  relaxed_loss=None if t["relaxed_loss"] is None else t["relaxed_loss"][0],

@@ -8,8 +8,9 @@ images** of the per-image bpp and of the per-image PSNR (and MS-SSIM).  A *curve
 model family (the zoo name without its lambda, e.g. ``hyperprior-mse``) with one inference variant
 (``amortized``, ``sga``, ``sga[cosine]`` ...) at one iteration count, schedule, seed and learning rate, so a
 faster schedule is always its own row.  Rates are real file sizes (``bpp``; bits-back methods: ``net_bpp``, the
-file minus the side information it carries); the estimated rates are reported beside them.  If a model name was
-re-trained (a new weights fingerprint), only the fingerprint appended last to the cache is used.
+file minus the side information it carries, or the whole file where the decoder did not give the side information
+back); the estimated rates are reported beside them.  If a model name was re-trained (a new weights fingerprint),
+only the fingerprint appended last to the cache is used.
 
 Main curves use only *complete* points (every image of the dataset, i.e. every image any record of the caches
 mentions); incomplete ones are listed as partial.  Ablations compare each method with the Base Hyperprior [M3] on
@@ -70,8 +71,12 @@ def is_learned(rec: Dict[str, Any]) -> bool:
 
 
 def rate(rec: Dict[str, Any]) -> float:
-    """Real rate: file bpp, or the net bpp of a bits-back file (file minus carried side information)."""
-    return float(rec["net_bpp"]) if rec.get("net_bpp") is not None else float(rec["bpp"])
+    """Real rate: file bpp, or the net bpp of a bits-back file (file minus carried side information) -- but the
+    whole file if its decoder did not give the side information back (``side_info_recovered`` false): bits that
+    do not come back were not carried for free."""
+    if rec.get("net_bpp") is not None and rec.get("side_info_recovered") is not False:
+        return float(rec["net_bpp"])
+    return float(rec["bpp"])
 
 
 def rd_loss(rec: Dict[str, Any], lmbda: float) -> float:
