@@ -249,3 +249,23 @@ def load_example(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def order_dependent_sums(fn, *args) -> int:
+    """TemporaryVariable nodes in the graph Grappler makes of the ``tf.function`` ``fn`` traced for ``args`` (its
+    default passes, run offline as the runtime would): its memory optimizer's rewrite of a large AddN into
+    AssignAdds, which sum in the order the terms finish, so the result's last bits vary from call to call."""
+    import collections
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.grappler import tf_optimizer
+    concrete = fn.get_concrete_function(*args)
+    graph = tf.compat.v1.train.export_meta_graph(graph_def=concrete.graph.as_graph_def(add_shapes=True),
+                                                 graph=concrete.graph)
+    fetches = [t.name.split(":")[0] for t in tf.nest.flatten(concrete.outputs)]
+    graph.collection_def["train_op"].node_list.value.extend(fetches)
+    optimized = tf_optimizer.OptimizeGraph(config_pb2.ConfigProto(), graph)
+    ops = collections.Counter(n.op for n in optimized.node)
+    for f in optimized.library.function:  # loop bodies
+        ops.update(n.op for n in f.node_def)
+    return ops["TemporaryVariable"]
+

@@ -235,24 +235,6 @@ class FreshProcessDecodeTest(helpers.TestCase):
                 self.assertEqual(a.read(), b.read(), path)
 
 
-def _temporary_variables(fn, *args) -> int:
-    """TemporaryVariable nodes in the graph Grappler makes of ``fn``'s trace for ``args`` (its default passes, run
-    offline as the runtime would): the memory optimizer's rewrite of an AddN into AssignAdds, which sum in the order
-    the terms finish, so the result's last bits vary from call to call."""
-    import collections
-    from tensorflow.core.protobuf import config_pb2
-    from tensorflow.python.grappler import tf_optimizer
-    concrete = fn.get_concrete_function(*args)
-    graph = tf.compat.v1.train.export_meta_graph(graph_def=concrete.graph.as_graph_def(add_shapes=True),
-                                                 graph=concrete.graph)
-    graph.collection_def["train_op"].node_list.value.extend(t.name.split(":")[0] for t in concrete.outputs)
-    optimized = tf_optimizer.OptimizeGraph(config_pb2.ConfigProto(), graph)
-    ops = collections.Counter(n.op for n in optimized.node)
-    for f in optimized.library.function:
-        ops.update(n.op for n in f.node_def)
-    return ops["TemporaryVariable"]
-
-
 class ReproducibleGraphTest(helpers.TestCase):
     """The BBVI graphs are traced with unknown spatial sizes, so Grappler never turns their gradient sums into
     order-dependent accumulations.  With exact shapes it did for a 1200x1200 image (latents 76x76, the shipped
@@ -267,10 +249,10 @@ class ReproducibleGraphTest(helpers.TestCase):
         ms, vs = optim.init_state([mean, log_var])
         stage2_args = (y, tuple([mean, log_var] + ms + vs), tf.constant(3, tf.int64))
         # the check sees the rewrite: the same BBVI traced for this exact shape gets it
-        self.assertGreater(_temporary_variables(tf.function(inf._bbvi_chunk), *stage2_args), 0)
-        self.assertEqual(_temporary_variables(inf._stage2, *stage2_args), 0)
+        self.assertGreater(helpers.order_dependent_sums(tf.function(inf._bbvi_chunk), *stage2_args), 0)
+        self.assertEqual(helpers.order_dependent_sums(inf._stage2, *stage2_args), 0)
         x = tf.zeros([1, 1216, 1216, 3])
         ms, vs = optim.init_state([y, mean, log_var])
         stage1_args = (x, tuple([y, mean, log_var] + ms + vs), tf.constant(0, tf.int64), tf.constant(3, tf.int64),
                        tf.constant([1200, 1200], tf.int32))
-        self.assertEqual(_temporary_variables(inf._stage1, *stage1_args), 0)
+        self.assertEqual(helpers.order_dependent_sums(inf._stage1, *stage1_args), 0)

@@ -104,7 +104,9 @@ class InferenceTest(helpers.TestCase):
         self.assertEqual(full.extra["trace"][0]["loss"], half.extra["trace"][0]["loss"])
         relaxed = lambda r: [t["relaxed_loss"][0] for t in r.extra["trace"][1:]]
         self.assertNotEqual(relaxed(full), relaxed(half))
-        self.assertAllClose(relaxed(full), relaxed(half), rtol=0.02)
+        # each relaxed loss is one stochastic sample: at low temperature a last-bit difference can flip some
+        # of its roundings (2.4% seen on this tiny model), so only closeness is asked
+        self.assertAllClose(relaxed(full), relaxed(half), rtol=0.05)
         loss = lambda r: r.estimated_bpp + TINY.lmbda * r.mse
         self.assertLess(loss(half), half.extra["trace"][0]["loss"][0])
         self.assertNear(loss(half), loss(full), 0.02 * loss(full))
@@ -150,3 +152,20 @@ class InferenceTest(helpers.TestCase):
             codec.compress(self.model, _crop(8, 8), method="sga", iterations=-1)
         with self.assertRaises(TypeError):
             codec.compress(self.model, _crop(8, 8), method="amortized", iterations=5)
+
+
+class ReproducibleGraphTest(helpers.TestCase):
+    """The SGA loop is traced once with unknown shapes, so Grappler never turns its gradient sums into
+    order-dependent accumulations (traced for a Kodak-sized image with the shipped model, it did)."""
+
+    def test_no_order_dependent_sums_in_the_optimization_loop(self):
+        from tfc_inference import optim, zoo
+        model = zoo.load_model("hyperprior-mse-0.005", prepare_coders=False)
+        opt = inference.LatentOptimizer(model, "sga")
+        x = tf.zeros([1, 512, 768, 3])
+        u_y, u_z = model.encode_latents(x)
+        ms, vs = optim.init_state([u_y, u_z])
+        args = (x, tuple([u_y, u_z] + ms + vs), tf.constant(0, tf.int64), tf.constant(3, tf.int64),
+                tf.constant([512, 768], tf.int32))
+        self.assertGreater(helpers.order_dependent_sums(tf.function(opt._run_chunk), *args), 0)
+        self.assertEqual(helpers.order_dependent_sums(opt._chunk, *args), 0)

@@ -47,7 +47,7 @@ class InferenceResult:
 
 
 class LatentOptimizer:
-    """Runs one discretizer + schedule on a model; reusable across images (compiled once per image size)."""
+    """Runs one discretizer + schedule on a model; reusable across images (compiled once for all sizes)."""
 
     def __init__(self, model, method: str = "sga", schedule: Union[str, schedules.ExponentialSchedule, None] = None,
                  learning_rate: Optional[float] = None, seed: int = 0, rounding=None, three_class: bool = False,
@@ -66,7 +66,16 @@ class LatentOptimizer:
         self.learning_rate = float(learning_rate if learning_rate is not None
                                    else self.discretizer.default_learning_rate)
         self.seed = int(seed)
-        self._chunk = tf.function(self._run_chunk, reduce_retracing=True)
+        # One trace for every image size and batch (unknown shapes): traced for exact shapes, Grappler's memory
+        # optimizer rewrote a large gradient sum (AddN) into AssignAdds into a temporary variable, which add in
+        # the order the terms finish, so two runs on the same image in one process could differ in the last bits.
+        c = model.config
+        y_spec = tf.TensorSpec([None, None, None, c.latent_channels], tf.float32)
+        z_spec = tf.TensorSpec([None, None, None, c.hyper_latent_channels], tf.float32)
+        step = tf.TensorSpec([], tf.int64)
+        self._chunk = tf.function(self._run_chunk, input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32), (y_spec, z_spec) * 3, step, step,
+            tf.TensorSpec([2], tf.int32)])
         self._true = tf.function(self._true_terms, reduce_retracing=True)
 
     # ------------------------------------------------------------------------------------------------------------
@@ -113,7 +122,7 @@ class LatentOptimizer:
         params, ms, vs = list(state[:2]), list(state[2:4]), list(state[4:])
         last = tf.zeros([tf.shape(x)[0]], tf.float32)
         for i in tf.range(num_steps):
-            # a retrace with relaxed shapes (reduce_retracing, e.g. after a portrait image) makes the loss [None]
+            # the batch size is unknown in the trace: the loss is [None]
             tf.autograph.experimental.set_loop_options(shape_invariants=[(last, tf.TensorShape([None]))])
             t = start + i
             with tf.GradientTape() as tape:
