@@ -234,9 +234,7 @@ class BitsBackInference:
         # from rewriting large gradient sums (AddN) into AssignAdds into a temporary variable, which add in the
         # order the terms happen to finish: on large images (1200x1200) that made the BBVI's q differ in the
         # last bits from call to call in one process, and the decoder could not give the side information back.
-        c = model.config
-        y_spec = tf.TensorSpec([None, None, None, c.latent_channels], tf.float32)
-        z_spec = tf.TensorSpec([None, None, None, c.hyper_latent_channels], tf.float32)
+        y_spec, z_spec = model.latent_specs()
         step = tf.TensorSpec([], tf.int64)
         self._stage1 = tf.function(self._stage1_chunk, input_signature=[
             tf.TensorSpec([None, None, None, 3], tf.float32), (y_spec, z_spec, z_spec) * 3, step, step,

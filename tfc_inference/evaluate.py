@@ -205,6 +205,7 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
     Bits-back methods carry ``side_info_bytes`` random bytes; their records add the net rate (file minus side
     information) as ``net_bpp`` (and use it in ``loss``) and whether the side information came back exactly."""
     from tqdm import tqdm
+    from tfc_inference import report
     from tfc_inference.baselines import ms_ssim
     os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
     fingerprint = model.fingerprint().hex()
@@ -260,8 +261,7 @@ def run(model, image_paths: Sequence[str], methods: Iterable[str], cache_path: s
                        bits_z=e["bits_z"], bits_back=e["bits_back"], pad_words=e["pad_words"],
                        bbvi_iterations=e["bbvi_iterations"], side_info_recovered=decoded.side_info == side_info,
                        bbvi_seconds_per_iteration=e.get("bbvi_seconds_per_iteration", 0.0))
-            # side information that does not come back was not carried for free: charge the whole file
-            rec["loss"] = (rec["net_bpp"] if rec["side_info_recovered"] else rec["bpp"]) + result.lmbda * result.mse
+            rec["loss"] = report.rd_loss(rec, result.lmbda)  # net rate only if the side information came back
         if keep_trace and "trace" in result.extra:
             rec["trace"] = [dict(step=t["step"], tau=t["tau"], loss=t["loss"][0],
                                  relaxed_loss=None if t["relaxed_loss"] is None else t["relaxed_loss"][0],

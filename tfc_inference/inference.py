@@ -69,9 +69,7 @@ class LatentOptimizer:
         # One trace for every image size and batch (unknown shapes): traced for exact shapes, Grappler's memory
         # optimizer rewrote a large gradient sum (AddN) into AssignAdds into a temporary variable, which add in
         # the order the terms finish, so two runs on the same image in one process could differ in the last bits.
-        c = model.config
-        y_spec = tf.TensorSpec([None, None, None, c.latent_channels], tf.float32)
-        z_spec = tf.TensorSpec([None, None, None, c.hyper_latent_channels], tf.float32)
+        y_spec, z_spec = model.latent_specs()
         step = tf.TensorSpec([], tf.int64)
         self._chunk = tf.function(self._run_chunk, input_signature=[
             tf.TensorSpec([None, None, None, 3], tf.float32), (y_spec, z_spec) * 3, step, step,

@@ -126,6 +126,12 @@ class MeanScaleHyperprior(tf.keras.Model):
         z = self.hyper_analysis_transform(y)
         return y, z
 
+    def latent_specs(self) -> Tuple[tf.TensorSpec, tf.TensorSpec]:
+        """Specs of y and z batches of any size, for the input signatures of compiled optimization loops."""
+        c = self.config
+        return (tf.TensorSpec([None, None, None, c.latent_channels], tf.float32),
+                tf.TensorSpec([None, None, None, c.hyper_latent_channels], tf.float32))
+
     def y_prior_params(self, z: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
         """(mu, scale index) of p(y | z); the index is continuous (clipped to the scale table's range)."""
         mu, log_scale = tf.split(self.hyper_synthesis_transform(z), 2, axis=-1)
