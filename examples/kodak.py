@@ -239,17 +239,22 @@ def _unhindered(records: List[Dict]) -> List[Dict]:
 
 
 def estimate_run_seconds(records: List[Dict], machine: str, model: str, method: str,
-                         iterations: int) -> Optional[float]:
-    """:func:`_estimate_seconds` from the records made on ``machine``'s CPU if they time this method, else from
-    all records (the machine can change between sessions, and CPUs differ by 1.5x here); a method without
+                         iterations: int, own: Sequence[Dict] = (),
+                         pixels: Optional[int] = None) -> Optional[float]:
+    """:func:`_estimate_seconds` from the first of these that times this method: ``own`` (this dataset's cache)
+    made on ``machine``'s CPU, ``records`` of images of ``pixels`` pixels made on that CPU (the cost per pixel
+    grows with the image size), all records made on that CPU, all records (the machine can change between
+    sessions, and CPUs differ by 1.5x here; one CPU name can hide different instruction sets). A method without
     records of its own is timed as the method in :data:`SAME_COST_AS`."""
     records = _unhindered(records)
     here = [r for r in records if _cpu(r.get("machine")) == _cpu(machine)]
+    own_here = [r for r in _unhindered(list(own)) if _cpu(r.get("machine")) == _cpu(machine)]
+    same_size = [r for r in here if pixels and r.get("height", 0) * r.get("width", 0) == pixels]
     for m in (method, SAME_COST_AS.get(method)):
-        sec = m and (_estimate_seconds(here, model, m, iterations) or _estimate_seconds(records, model, m,
-                                                                                         iterations))
-        if sec:
-            return sec
+        for pool in (own_here, same_size, here, records):
+            sec = m and _estimate_seconds(pool, model, m, iterations)
+            if sec:
+                return sec
     return None
 
 
@@ -311,11 +316,13 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
                                           **_iterative_options(args, stage))
             eta = 0.0
             for job in jobs:
-                sec = estimate_run_seconds(timings, machine, name, job[1], job[2])
+                megapixels = _megapixels(job[0])
+                sec = estimate_run_seconds(timings, machine, name, job[1], job[2], own=records,
+                                           pixels=round(megapixels * 1e6))
                 if sec is None:
                     unknown.append(job[1])
                 else:
-                    eta += sec * _megapixels(job[0])
+                    eta += sec * megapixels
             total_eta += eta
             print(f"  {stage:9s} {name:24s} {','.join(methods):48s} {len(keys) - len(jobs):4d} done "
                   f"{len(jobs):4d} to do" + (f"  ~{_hours(eta)}" if jobs and eta else ""))

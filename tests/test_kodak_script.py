@@ -110,6 +110,22 @@ class EtaTest(helpers.TestCase):
         self.assertNear(kodak.estimate_run_seconds([paused, honest], fast, "hp-1", "sga", 2000),
                         2000 * 0.1 / 0.5 + 20.0, 1e-6)
 
+    def test_this_datasets_timings_before_other_caches(self):
+        kodak = helpers.load_example("kodak")
+        here, other = "AMD EPYC, 2 cores, Linux 6.1-a", "Intel Xeon, 2 cores, Linux 6.1-b"
+        others = [self._rec(here, 0.1)]  # another dataset's cache, this CPU: cheaper per pixel
+        own = [self._rec(here, 0.4, model="hp-2"), self._rec(other, 0.2)]
+        # this dataset's record on this CPU wins, even of another model (the cost per pixel depends on image size)
+        self.assertNear(kodak.estimate_run_seconds(others + own, here, "hp-1", "sga", 2000, own=own),
+                        2000 * 0.4 / 0.5 + 20.0, 1e-6)
+        # then records of images of the job's size on this CPU
+        big = dict(self._rec(here, 0.6), height=1000)
+        self.assertNear(kodak.estimate_run_seconds(others + [big], here, "hp-1", "sga", 2000, pixels=1000 * 1000),
+                        2000 * 0.6 / 1.0 + 10.0, 1e-6)
+        # this dataset's records of another CPU do not beat other caches' records of this one
+        self.assertNear(kodak.estimate_run_seconds(others + own[1:], here, "hp-1", "sga", 2000, own=own[1:]),
+                        2000 * 0.1 / 0.5 + 20.0, 1e-6)
+
 
 class SubsetReportTest(helpers.TestCase):
 
