@@ -173,6 +173,21 @@ class WriteTest(helpers.TestCase):
                 f.write(json.dumps(r) + "\n")
         return path
 
+    def test_points_on_some_images_are_not_set_against_the_anchors(self):
+        # PSNRs within the published BPG curve's range; SGA on 2 of the 24 images at one lambda, on all at another
+        recs = _curve_records(LAMBDAS, KODAK, psnr_shift=12.0)
+        sga = _curve_records(LAMBDAS[1:3], KODAK, rate_scale=0.9, psnr_shift=12.0, method="sga", its=20)
+        recs += [r for r in sga if r["lmbda"] == LAMBDAS[2] or r["image"] in KODAK[:2]]
+        out = helpers.fresh_dir("report_points")
+        report.write(recs, out, "kodak", allow_partial=True)
+        with open(os.path.join(out, "points.csv")) as f:
+            points = {(r["curve"], r["model"]): r for r in csv.DictReader(f)}
+        some, full = (points[("M1 SGA [hyperprior-mse, 20 its]", f"hyperprior-mse-{lmbda:g}")]
+                      for lmbda in LAMBDAS[1:3])
+        self.assertEqual((some["complete"], some["images"], some["rate_vs_bpg_equal_psnr_pct"]), ("False", "2", ""))
+        self.assertEqual(full["complete"], "True")
+        self.assertLess(float(full["rate_vs_bpg_equal_psnr_pct"]), 0.0)
+
     def test_report_files_bd_table_ablation_and_compressai_layout(self):
         recs = _curve_records(LAMBDAS, KODAK)
         recs += _curve_records(LAMBDAS, KODAK, rate_scale=0.9, method="sga", its=20)

@@ -916,9 +916,12 @@ def write(records: Sequence[Dict[str, Any]], out_dir: str, dataset: str = "kodak
             c.points)
         rel_j2k = relative_rate(anchors["JPEG2000"][1], c.points) if "JPEG2000" in anchors else [None] * len(c.points)
         for p, rb, rj in zip(c.points, rel_bpg, rel_j2k):
+            complete = set(p["images"]) >= set(rep.images)
+            if not complete:  # an average over some images is not comparable with the anchors' over all
+                rb = rj = None
             point_rows.append(OrderedDict(
                 curve=c.label, kind=c.kind, model=p.get("model", ""), lmbda=p.get("lmbda", ""),
-                level=p.get("level", ""), images=p["n"], complete=set(p["images"]) >= set(rep.images),
+                level=p.get("level", ""), images=p["n"], complete=complete,
                 bpp=p["bpp"], estimated_bpp=p.get("estimated_bpp"), psnr=p["psnr"], ms_ssim=p.get("ms_ssim"),
                 rate_vs_bpg_equal_psnr_pct=rb, rate_vs_jpeg2000_equal_psnr_pct=rj,
                 rate_gap_bpp=p.get("rate_gap_bpp"), encode_seconds=p.get("encode_seconds"),
@@ -1062,7 +1065,7 @@ def _summary(rep: Report, point_rows, bd_rows, abl, gap_rows, per_image, paper, 
                  f"{_fmt(r['estimated_bpp'])} | {_fmt(r['psnr'], '.2f')} | {_fmt(r['ms_ssim'], '.4f')} | "
                  f"{_pct(r['rate_vs_bpg_equal_psnr_pct'])} | {_pct(r['rate_vs_jpeg2000_equal_psnr_pct'])} |")
     L.append("\n(`rate vs X at equal PSNR`: the point's bpp over X's bpp interpolated at the point's PSNR, minus 1; "
-             "'-' outside X's range. Live baseline points: `points.csv`.)\n")
+             "'-' outside X's range, or for a point on only some of the images. Live baseline points: `points.csv`.)\n")
     # BD table
     L.append("## BD-rate (negative = fewer bits at equal PSNR)\n")
     L.append("Anchors: " + "; ".join(f"**{k}** = {v[0]}" for k, v in anchors.items()) + ".\n")
