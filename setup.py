@@ -52,7 +52,7 @@ setup(
         "scipy",
     ],
     extras_require={
-        "test": ["pytest", "bjontegaard", "matplotlib"],
+        "test": ["pytest", "pytest-xdist", "bjontegaard", "matplotlib"],
         "examples": ["matplotlib", "imagecodecs<2025", "bjontegaard"],
     },
     entry_points={"console_scripts": ["tfc-inference = tfc_inference.cli:main"]},
