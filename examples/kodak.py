@@ -181,10 +181,13 @@ def run_offsets(plan: List[tuple]) -> List[int]:
     return [sum(sizes[:i]) for i in range(len(sizes))]
 
 
-def _estimate_seconds(records: List[Dict], model: str, method: str, iterations: int) -> Optional[float]:
+def _estimate_seconds(records: List[Dict], model: str, method: str, iterations: int,
+                      bbvi_iterations: Optional[int] = None) -> Optional[float]:
     """Seconds per megapixel of one (image, method) run: seconds per iteration from the cache times the
     iterations, plus the run's other time (amortized encoder, coding, decoding); from this model's records if
-    any, else any model's.  Times are taken as proportional to the pixel count."""
+    any, else any model's.  Times are taken as proportional to the pixel count.  A bits-back record's other
+    time is mostly its reproducible BBVI (run by the encoder and again by the decoder), so it is scaled by
+    ``bbvi_iterations`` over the record's."""
     for same_model in (True, False):
         recs = [r for r in records if r.get("method") == method and (r.get("model") == model or not same_model)
                 and r.get("encode_seconds") is not None and r.get("height") and r.get("width")]
@@ -193,13 +196,16 @@ def _estimate_seconds(records: List[Dict], model: str, method: str, iterations: 
         mpix = [r["height"] * r["width"] / 1e6 for r in recs]
         spi = [r["seconds_per_iteration"] / m for r, m in zip(recs, mpix) if r.get("seconds_per_iteration")]
         total = [(r["encode_seconds"] + r.get("decode_seconds", 0.0)) / m for r, m in zip(recs, mpix)]
+        # the time outside the SGA iterations, per megapixel, scaled to the job's BBVI steps
+        rest = [(t - (r.get("seconds_per_iteration") or 0.0) / m * r.get("iterations", 0))
+                * (bbvi_iterations / r["bbvi_iterations"] if bbvi_iterations and r.get("bbvi_iterations") else 1.0)
+                for t, r, m in zip(total, recs, mpix)]
         if spi and iterations:
-            overhead = statistics.median([t - r["seconds_per_iteration"] / m * r.get("iterations", 0)
-                                          for t, r, m in zip(total, recs, mpix) if r.get("seconds_per_iteration")])
+            overhead = statistics.median([o for o, r in zip(rest, recs) if r.get("seconds_per_iteration")])
             return statistics.median(spi) * iterations + max(overhead, 0.0)
         if iterations and all(r.get("iterations") for r in recs):  # no per-iteration timing: scale the whole run
             return statistics.median([t * iterations / r["iterations"] for t, r in zip(total, recs)])
-        return statistics.median(total)
+        return statistics.median(rest)
     return None
 
 
@@ -239,8 +245,8 @@ def _unhindered(records: List[Dict]) -> List[Dict]:
 
 
 def estimate_run_seconds(records: List[Dict], machine: str, model: str, method: str,
-                         iterations: int, own: Sequence[Dict] = (),
-                         pixels: Optional[int] = None) -> Optional[float]:
+                         iterations: int, own: Sequence[Dict] = (), pixels: Optional[int] = None,
+                         bbvi_iterations: Optional[int] = None) -> Optional[float]:
     """:func:`_estimate_seconds` from the first of these that times this method: ``own`` (this dataset's cache)
     made on ``machine``'s CPU, ``records`` of images of ``pixels`` pixels made on that CPU (the cost per pixel
     grows with the image size), all records made on that CPU, all records (the machine can change between
@@ -252,7 +258,7 @@ def estimate_run_seconds(records: List[Dict], machine: str, model: str, method: 
     same_size = [r for r in here if pixels and r.get("height", 0) * r.get("width", 0) == pixels]
     for m in (method, SAME_COST_AS.get(method)):
         for pool in (own_here, same_size, here, records):
-            sec = m and _estimate_seconds(pool, model, m, iterations)
+            sec = m and _estimate_seconds(pool, model, m, iterations, bbvi_iterations)
             if sec:
                 return sec
     return None
@@ -318,7 +324,7 @@ def main(argv=None, dataset: str = "kodak", images: str = os.path.join(SHARED, "
             for job in jobs:
                 megapixels = _megapixels(job[0])
                 sec = estimate_run_seconds(timings, machine, name, job[1], job[2], own=records,
-                                           pixels=round(megapixels * 1e6))
+                                           pixels=round(megapixels * 1e6), bbvi_iterations=args.bbvi_iterations)
                 if sec is None:
                     unknown.append(job[1])
                 else:

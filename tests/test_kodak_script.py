@@ -126,6 +126,20 @@ class EtaTest(helpers.TestCase):
         self.assertNear(kodak.estimate_run_seconds(others + own[1:], here, "hp-1", "sga", 2000, own=own[1:]),
                         2000 * 0.1 / 0.5 + 20.0, 1e-6)
 
+    def test_bits_back_time_scales_with_the_bbvi_steps(self):
+        kodak = helpers.load_example("kodak")
+        here = "AMD EPYC, 2 cores, Linux 6.1-a"
+        # BBVI only (no SGA): 500 BBVI steps took 8 + 2 s on 0.5 MP; 2000 steps take 4x as long
+        no_sga = dict(self._rec(here, 0.0, method="bb-no-sga", iterations=0), bbvi_iterations=500)
+        self.assertNear(kodak.estimate_run_seconds([no_sga], here, "hp-1", "bb-no-sga", 0, bbvi_iterations=2000),
+                        4 * 20.0, 1e-6)
+        # SGA+BB: the SGA steps scale with the iterations, the rest with the BBVI steps
+        sga_bb = dict(self._rec(here, 0.1, method="sga+bb"), bbvi_iterations=1000)
+        self.assertNear(kodak.estimate_run_seconds([sga_bb], here, "hp-1", "sga+bb", 2000, bbvi_iterations=2000),
+                        2000 * 0.1 / 0.5 + 2 * 20.0, 1e-6)
+        self.assertNear(kodak.estimate_run_seconds([sga_bb], here, "hp-1", "sga+bb", 2000),  # not given: as recorded
+                        2000 * 0.1 / 0.5 + 20.0, 1e-6)
+
 
 class SubsetReportTest(helpers.TestCase):
 
