@@ -827,10 +827,15 @@ def plot_ablation(rows: List[Dict[str, Any]], path: str, dataset: str) -> bool:
     vals = [r["bd"].value if r["bd"].value is not None else 0.0 for r in rows]
     bars = axes[0].bar(range(len(rows)), vals, color=["C0" if r["bd"].value is not None else "lightgray" for r in rows])
     for b, r in zip(bars, rows):
-        text = f"{r['bd'].value:+.1f}%" if r["bd"].value is not None else r["bd"].note
-        axes[0].annotate(text, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
-                         va="bottom" if b.get_height() >= 0 else "top", fontsize=7,
-                         rotation=0 if r["bd"].value is not None else 90)
+        x = b.get_x() + b.get_width() / 2
+        if r["bd"].value is None:
+            # No bar to label: write why, vertically in the middle of the axes (x in data, y in axes units),
+            # so the note never runs into the title whatever the bars' range.
+            axes[0].text(x, 0.5, r["bd"].note, transform=axes[0].get_xaxis_transform(), ha="center",
+                         va="center", fontsize=7, rotation=90, color="gray")
+            continue
+        axes[0].annotate(f"{r['bd'].value:+.1f}%", (x, b.get_height()), ha="center",
+                         va="bottom" if b.get_height() >= 0 else "top", fontsize=7)
     axes[0].set_xticks(range(len(rows)))
     axes[0].set_xticklabels(labels)
     axes[0].axhline(0, color="k", linewidth=0.8)
